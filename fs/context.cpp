@@ -1,0 +1,66 @@
+#include "fs/context.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace mirrorfs::fs {
+
+Result<std::string> node_path(Context& c, fuse_ino_t ino) {
+  if (auto p = c.inodes.path(ino)) return std::move(*p);
+  return fail(ESTALE, "node " + std::to_string(ino) + " has no known name");
+}
+
+Result<std::string> child_path(Context& c, fuse_ino_t parent, const char* name) {
+  if (auto p = c.inodes.child_path(parent, name)) return std::move(*p);
+  return fail(ESTALE, "parent node " + std::to_string(parent) + " has no known name");
+}
+
+void report(Context& c, ChangeKind kind, std::string path, std::string to_path,
+            std::uint64_t offset, std::uint64_t length, std::uint32_t flags) {
+  c.sink->record(Change{kind, std::move(path), std::move(to_path), offset, length, flags});
+}
+
+Result<void> make_entry(Context& c, fuse_ino_t parent, const char* name, const std::string& rel,
+                        fuse_entry_param& e) {
+  e = fuse_entry_param{};
+  if (::fstatat(c.root.get(), at_path(rel), &e.attr, AT_SYMLINK_NOFOLLOW) == -1)
+    return fail_errno("lstat", rel);
+  e.attr_timeout = c.tuning.attr_timeout;
+  e.entry_timeout = c.tuning.entry_timeout;
+  e.ino = c.inodes.remember(parent, name, e.attr);
+  return {};
+}
+
+Result<void> own_new_entry(Context& c, fuse_req_t req, fuse_ino_t parent, const std::string& rel,
+                           int fd) {
+  if (!c.is_root) return {};
+  const fuse_ctx* caller = fuse_req_ctx(req);
+  if (caller->uid == 0 && caller->gid == 0) return {};
+  gid_t gid = caller->gid;
+  // A set-group-ID directory hands its group down; the kernel already did that.
+  struct stat dir {};
+  if (auto dp = node_path(c, parent); dp && ::fstatat(c.root.get(), at_path(*dp), &dir, 0) == 0 &&
+                                      (dir.st_mode & S_ISGID))
+    gid = static_cast<gid_t>(-1);
+  const int rc = fd >= 0 ? ::fchown(fd, caller->uid, gid)
+                         : ::fchownat(c.root.get(), at_path(rel), caller->uid, gid,
+                                      AT_SYMLINK_NOFOLLOW);
+  if (rc == -1) return fail_errno("chown new entry", rel);
+  return {};
+}
+
+void log_op_error(Context& c, const char* op, const Error& e) {
+  switch (e.code) {
+    case ENOENT: case EEXIST: case ENOTEMPTY: case ENODATA: case EACCES: case EPERM:
+    case ENOTDIR: case EISDIR: case EINVAL: case ENAMETOOLONG: case ELOOP: case ENOTSUP:
+    case ERANGE: case EXDEV: case ENOSPC: case EDQUOT: case EROFS:
+      c.log->debug("{}: {}: {}", op, e.what, std::strerror(e.code));
+      break;
+    default:
+      c.log->warn("{}: {}: {}", op, e.what, std::strerror(e.code));
+  }
+}
+
+}  // namespace mirrorfs::fs

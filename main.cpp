@@ -1,0 +1,180 @@
+// The composition root: the only file that sees both fs/ and replicate/.
+// Parses the command line, opens the source, mounts, daemonizes, starts
+// replication, serves until unmounted, drains, exits.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "fs/session.hpp"
+#include "options.hpp"
+#include "replicate/change_log.hpp"
+#include "replicate/receiver.hpp"
+
+namespace mirrorfs {
+namespace {
+
+constexpr const char* kDescription = R"(mirrorfs - keep a directory mirrored on other machines in real time.
+
+mirrorfs is a FUSE passthrough filesystem mounted over a data directory.
+Every change made through the mount is journaled with its byte ranges and
+shipped to each target: a local path, or a remote one over SSH.
+
+Mount:   mirrorfs SOURCE MOUNTPOINT [-f] [-o OPTION[,OPTION...]]...
+         SOURCE may equal MOUNTPOINT (mount over the data directory in place).
+Stop:    umount MOUNTPOINT   (or fusermount3 -u MOUNTPOINT)
+Agent:   mirrorfs agent ROOT (the receiver; started over ssh by the sender)
+
+Options (-o):
+  target=URL          where to mirror to; repeatable. /path, file:///path,
+                      host:/path, ssh://[user@]host[:port]/path
+  delay=DURATION      batching window before shipping (default 2ms)
+  delete=yes|no       propagate deletions (default yes)
+  ssh=COMMAND         ssh command and options (default "ssh")
+  agent=PATH          mirrorfs binary on the target (default "mirrorfs")
+  drain_timeout=DUR   how long unmount waits for pending changes (default 30s)
+  log_level=LEVEL     trace, debug, info, warn, error, off (default info)
+  attr_timeout=SEC    kernel attribute cache (default 1)
+  entry_timeout=SEC   kernel name cache (default 1)
+  writeback=yes|no    kernel writeback cache (default yes)
+  threads=N           maximum FUSE worker threads (default 16)
+  change_log=FILE     append every reported change to FILE (debugging)
+  Any other option goes to FUSE (ro, allow_other, ...). As root,
+  allow_other and default_permissions are on. fstab-only options
+  (_netdev, nofail, noauto, defaults, x-systemd.*, ...) are ignored.
+Durations: 250ms, 2s, 1m; a bare number is milliseconds.
+
+Exit status: 0 when mounted (or cleanly stopped in the foreground),
+1 on any error, with one line on stderr saying what failed.)";
+
+std::shared_ptr<spdlog::sinks::sink> g_sink;  // shared by every component logger
+
+std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const std::string& level) {
+  auto log = std::make_shared<spdlog::logger>(name, g_sink);
+  log->set_level(spdlog::level::from_str(level));
+  log->set_pattern("%Y-%m-%d %H:%M:%S.%e [%l] %n: %v");
+  return log;
+}
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "mirrorfs: %s\n", what.c_str());
+  std::exit(1);
+}
+
+bool already_mirrorfs_mount(const std::string& mountpoint) {
+  char real[PATH_MAX];
+  if (::realpath(mountpoint.c_str(), real) == nullptr) return false;
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    // fields: id parent maj:min root mountpoint ... - fstype source
+    std::istringstream f(line);
+    std::string id, parent, dev, root, mp;
+    f >> id >> parent >> dev >> root >> mp;
+    if (mp == real && line.find(" - fuse.mirrorfs ") != std::string::npos) return true;
+  }
+  return false;
+}
+
+Fd open_source(const std::string& source) {
+  Fd fd(::open(source.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) {
+    const int e = errno;
+    die("source " + mirrorfs::quoted(source) + ": " +
+        (e == ENOTDIR ? std::string("not a directory") : std::string(std::strerror(e))));
+  }
+  return fd;
+}
+
+int run_mount(MountOptions o) {
+  struct stat st {};
+  if (::stat(o.mountpoint.c_str(), &st) == -1)
+    die("mountpoint " + mirrorfs::quoted(o.mountpoint) + ": " + std::strerror(errno));
+  if (!S_ISDIR(st.st_mode)) die("mountpoint " + mirrorfs::quoted(o.mountpoint) + ": not a directory");
+  if (already_mirrorfs_mount(o.mountpoint))
+    die("mountpoint " + mirrorfs::quoted(o.mountpoint) + " is already a mirrorfs mount");
+  Fd root = open_source(o.source);
+  char real[PATH_MAX];
+  if (::realpath(o.source.c_str(), real) != nullptr) o.source = real;
+  add_default_fuse_options(o, ::geteuid() == 0);
+
+  g_sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  auto fs_log = make_logger("fs", o.log_level);
+  auto main_log = make_logger("main", o.log_level);
+
+  NullSink null_sink;
+  ChangeSink* sink = &null_sink;
+  std::unique_ptr<replicate::ChangeLog> change_log;
+  if (!o.change_log.empty()) {
+    auto cl = replicate::ChangeLog::open(o.change_log, sink);
+    if (!cl) die(cl.error().what + ": " + std::strerror(cl.error().code));
+    change_log = std::move(*cl);
+    sink = change_log.get();
+  }
+
+  fs::SessionConfig sc{o.mountpoint, o.fuse_options, o.attr_timeout, o.entry_timeout,
+                       o.writeback_cache, o.threads, o.fuse_debug};
+  auto session = fs::Session::mount(std::move(root), *sink, sc, fs_log);
+  if (!session) die(session.error().what);
+  if (!o.foreground) {
+    if (auto r = fs::daemonize(); !r) die(r.error().what);
+    g_sink = std::make_shared<spdlog::sinks::syslog_sink_mt>("mirrorfs", LOG_PID, LOG_DAEMON, false);
+    fs_log->sinks() = {g_sink};
+    main_log->sinks() = {g_sink};
+  }
+  main_log->info("serving {} at {}", mirrorfs::quoted(o.source), mirrorfs::quoted(o.mountpoint));
+  const int rc = (*session)->run();
+  session->reset();  // unmount before the sink goes away
+  main_log->info("unmounted {}", mirrorfs::quoted(o.mountpoint));
+  return rc;
+}
+
+}  // namespace
+}  // namespace mirrorfs
+
+int main(int argc, char** argv) {
+  using namespace mirrorfs;
+  ::umask(0);  // the kernel already applied the caller's umask to every mode we get
+  CLI::App app(kDescription, "mirrorfs");
+  app.require_subcommand(0, 1);
+  MountOptions o;
+  std::vector<std::string> option_strings;
+  app.add_option("source", o.source, "the data directory")->type_name("SOURCE");
+  app.add_option("mountpoint", o.mountpoint, "where to mount (may equal SOURCE)")
+      ->type_name("MOUNTPOINT");
+  app.add_option("-o", option_strings, "mount options, comma-separated (see above)")
+      ->type_name("OPTIONS");
+  app.add_flag("-f,--foreground", o.foreground, "stay in the foreground, log to stderr");
+  app.add_flag("-d,--debug", o.fuse_debug, "trace every FUSE request (implies -f)");
+
+  std::string agent_root;
+  CLI::App* agent = app.add_subcommand("agent", "receive a mirror into ROOT over stdin/stdout");
+  agent->add_option("root", agent_root, "the target directory")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (agent->parsed()) return replicate::run_agent(agent_root, 0, 1);
+  if (o.source.empty() || o.mountpoint.empty()) {
+    std::fprintf(stderr, "mirrorfs: SOURCE and MOUNTPOINT are required (see --help)\n");
+    return 1;
+  }
+  for (const std::string& s : option_strings)
+    if (auto r = apply_option_string(s, o); !r) {
+      std::fprintf(stderr, "mirrorfs: %s\n", r.error().what.c_str());
+      return 1;
+    }
+  if (o.fuse_debug) o.foreground = true;
+  return run_mount(std::move(o));
+}
