@@ -37,7 +37,17 @@ class Transport {
   [[nodiscard]] virtual Result<std::vector<Reply>> exchange(std::span<const Request> reqs) = 0;
   [[nodiscard]] virtual std::uint64_t bytes_sent() const noexcept = 0;
   [[nodiscard]] virtual std::uint64_t bytes_received() const noexcept = 0;
+  // Thread-safe, from any thread: makes a pending (or the next) exchange fail
+  // with ECANCELED soon, e.g. to stop a replicator stuck on a dead network.
+  // The session is broken afterwards.
+  virtual void cancel() noexcept {}
 };
+
+// A process transport gives up on a session after this long without any
+// progress (no byte sent or received) during an exchange: Error ETIMEDOUT.
+inline constexpr int kIdleTimeoutSeconds = 300;
+// The Hello exchange of connect()/connect_process() has a shorter one.
+inline constexpr int kHandshakeTimeoutSeconds = 60;
 
 // Local: an in-process receiver over spec.path (same code as the agent).
 // Ssh: spawns `ssh [-p port] [user@]host agent agent ROOT` and speaks frames
@@ -46,6 +56,17 @@ class Transport {
 
 // Spawns argv (e.g. {"/path/mirrorfs", "agent", ROOT}) and speaks frames over
 // its pipes: the ssh transport with the ssh hop removed, for tests.
+// Like connect(), the Hello exchange happens here: a version mismatch or an
+// agent that cannot open its root is an Error naming the cause; so is a child
+// that exits at once (the message carries the tail of its stderr).
 [[nodiscard]] Result<std::unique_ptr<Transport>> connect_process(std::vector<std::string> argv);
+
+// The argv connect() runs for an Ssh spec (exposed for tests and logs):
+// ssh words, [-p port], [-l user], host, then the remote command words, each
+// quoted for the remote shell.
+[[nodiscard]] std::vector<std::string> ssh_argv(const TargetSpec& spec);
+
+// Sends Hello and checks the answer; `who` names the target in errors.
+[[nodiscard]] Result<void> handshake(Transport& t, const std::string& who);
 
 }  // namespace mirrorfs::replicate

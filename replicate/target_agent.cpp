@@ -1,0 +1,115 @@
+// run_agent: the `mirrorfs agent ROOT` loop. Reads request frames from
+// in_fd, applies them with a Receiver, writes reply frames to out_fd.
+// Replies to every complete frame already buffered are written in one go
+// before the next read, so a pipelined batch costs few syscalls. stdout
+// carries frames: the logger writes to stderr only.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <optional>
+
+#include <spdlog/sinks/stdout_sinks.h>
+
+#include "replicate/receiver.hpp"
+
+namespace mirrorfs::replicate {
+namespace {
+
+constexpr std::size_t kReadChunk = 256 * 1024;
+
+std::shared_ptr<spdlog::logger> agent_logger() {
+  auto log = std::make_shared<spdlog::logger>("agent",
+                                              std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  const char* level = std::getenv("SPDLOG_LEVEL");
+  log->set_level(level != nullptr ? spdlog::level::from_str(level) : spdlog::level::warn);
+  return log;
+}
+
+bool write_all(int fd, const std::string& data) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+enum class Step { More, Eof, IoError, ProtoError };
+
+// Serves every complete frame in in[pos..]; appends replies to out.
+Step serve_buffered(std::string& in, std::string& out, std::optional<Receiver>& rx,
+                    const Error& root_err, spdlog::logger& log) {
+  std::size_t pos = 0;
+  for (;;) {
+    const std::string_view rest(in.data() + pos, in.size() - pos);
+    Result<std::size_t> len = frame_length(rest);
+    if (!len || (*len > 0 && rest[4] != static_cast<char>(kFrameRequest))) {
+      log.error("agent: bad frame from the sender: {}; closing", len ? "not a request" : len.error().what);
+      return Step::ProtoError;
+    }
+    if (*len == 0) break;
+    Result<Request> req = decode_request(rest.substr(kFrameHeader, *len - kFrameHeader));
+    if (!req) {
+      log.error("agent: {}; closing", req.error().what);
+      return Step::ProtoError;
+    }
+    const Reply reply = rx ? rx->handle(*req) : Reply{root_err.code, root_err.what, {}};
+    encode_reply(reply, out);
+    pos += *len;
+  }
+  in.erase(0, pos);
+  return Step::More;
+}
+
+Step read_more(int fd, std::string& in) {
+  const std::size_t old = in.size();
+  in.resize(old + kReadChunk);
+  for (;;) {
+    const ssize_t n = ::read(fd, in.data() + old, kReadChunk);
+    if (n < 0 && errno == EINTR) continue;
+    in.resize(old + static_cast<std::size_t>(n < 0 ? 0 : n));
+    if (n < 0) return Step::IoError;
+    return n == 0 ? Step::Eof : Step::More;
+  }
+}
+
+}  // namespace
+
+int run_agent(const std::string& root, int in_fd, int out_fd) {
+  const std::shared_ptr<spdlog::logger> log = agent_logger();
+  std::optional<Receiver> rx;
+  Error root_err{};
+  const int fd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    rx.emplace(Fd(fd), log);
+  } else {
+    root_err = Error::from_errno("target root", root);
+    root_err.what += std::string(": ") + std::strerror(root_err.code);
+    log->error("agent: {}; every request will fail", root_err.what);
+  }
+  std::string in, out;
+  for (;;) {
+    const Step s = serve_buffered(in, out, rx, root_err, *log);
+    if (!out.empty() && !write_all(out_fd, out)) {
+      log->error("agent: write to the sender failed: {}", std::strerror(errno));
+      return 1;
+    }
+    out.clear();
+    if (s == Step::ProtoError) return 2;
+    switch (read_more(in_fd, in)) {
+      case Step::More: break;
+      case Step::Eof:
+        if (in.empty()) return 0;
+        log->error("agent: the sender closed mid-frame ({} bytes pending)", in.size());
+        return 2;
+      default:
+        log->error("agent: read from the sender failed: {}", std::strerror(errno));
+        return 1;
+    }
+  }
+}
+
+}  // namespace mirrorfs::replicate

@@ -1,0 +1,187 @@
+// Receiver: file content. Staged files (BeginFile..CommitFile), in-place
+// writes, librsync deltas (streamed into a temp, then renamed), signatures
+// and checksums. Every open of an existing file goes through
+// target::open_regular, so a symlink, fifo or device at the path is refused.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+
+#include <vector>
+
+#include "replicate/receiver.hpp"
+
+namespace mirrorfs::replicate {
+
+using target::locate;
+using target::Parent;
+
+namespace {
+
+constexpr std::uint64_t kMaxOffset = static_cast<std::uint64_t>(std::numeric_limits<off_t>::max());
+
+Result<void> sync_fd(int fd, const std::string& path) {
+  if (::fsync(fd) == -1) return fail_errno("fsync", path);
+  return {};
+}
+
+Result<std::uint64_t> xxh64_fd(int fd, const std::string& path) {
+  XXH64_state_t* st = XXH64_createState();
+  if (st == nullptr) return fail(ENOMEM, "xxh64 state");
+  const std::unique_ptr<XXH64_state_t, XXH_errorcode (*)(XXH64_state_t*)> guard(st, XXH64_freeState);
+  XXH64_reset(st, 0);
+  std::vector<char> buf(256 * 1024);
+  for (off_t off = 0;;) {
+    const ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail_errno("read", path);
+    if (n == 0) break;
+    XXH64_update(st, buf.data(), static_cast<std::size_t>(n));
+    off += n;
+  }
+  return XXH64_digest(st);
+}
+
+}  // namespace
+
+Result<void> Receiver::op_begin(const Request& r) {
+  Result<Parent> p = locate(root_.get(), r.path);
+  if (!p) return tl::unexpected(p.error());
+  forget_under(r.path);  // a new stage replaces an unfinished one
+  Staged s;
+  Result<Fd> file = target::create_temp(p->fd, s.tmp);
+  if (!file) return tl::unexpected(file.error());
+  s.file = std::move(*file);
+  s.dir = p->owned.valid() ? std::move(p->owned) : Fd(::fcntl(p->fd, F_DUPFD_CLOEXEC, 0));
+  if (!s.dir.valid()) {
+    (void)::unlinkat(p->fd, s.tmp.c_str(), 0);
+    return fail_errno("dup", r.path);
+  }
+  staged_.insert_or_assign(r.path, std::move(s));
+  return {};
+}
+
+Result<void> Receiver::op_write(const Request& r) {
+  if (auto it = staged_.find(r.path); it != staged_.end())
+    return target::pwrite_all(it->second.file.get(), r.data, r.offset);
+  Result<Parent> p = locate(root_.get(), r.path);
+  if (!p) return tl::unexpected(p.error());
+  Result<Fd> f = target::open_regular(p->fd, p->name, O_WRONLY);
+  if (!f) return tl::unexpected(f.error());
+  // pwrite at the offset: a gap the sender skipped past EOF stays a hole.
+  if (Result<void> w = target::pwrite_all(f->get(), r.data, r.offset); !w) return w;
+  return touch_owned(std::move(*f));
+}
+
+Result<void> Receiver::op_truncate(const Request& r) {
+  if (r.offset > kMaxOffset) return fail(EFBIG, "truncate " + quoted(r.path));
+  const auto size = static_cast<off_t>(r.offset);
+  if (auto it = staged_.find(r.path); it != staged_.end()) {
+    if (::ftruncate(it->second.file.get(), size) == -1) return fail_errno("truncate", r.path);
+    return {};
+  }
+  Result<Parent> p = locate(root_.get(), r.path);
+  if (!p) return tl::unexpected(p.error());
+  Result<Fd> f = target::open_regular(p->fd, p->name, O_WRONLY);
+  if (!f) return tl::unexpected(f.error());
+  if (::ftruncate(f->get(), size) == -1) return fail_errno("truncate", r.path);  // extends with a hole
+  return touch_owned(std::move(*f));
+}
+
+Result<void> Receiver::op_commit(const Request& r) {
+  auto it = staged_.find(r.path);
+  if (it == staged_.end()) return fail(EINVAL, "commit without BeginFile: " + quoted(r.path));
+  Staged s = std::move(it->second);
+  staged_.erase(it);
+  auto abort = [&](Error e) {
+    (void)::unlinkat(s.dir.get(), s.tmp.c_str(), 0);
+    return tl::unexpected(std::move(e));
+  };
+  if (Result<void> m = target::apply_meta_fd(s.file.get(), r.meta); !m) return abort(m.error());
+  if (Result<void> f = sync_fd(s.file.get(), r.path); !f) return abort(f.error());
+  // Re-resolve now: the path may have moved under a Rename since BeginFile.
+  Result<Parent> p = locate(root_.get(), r.path);
+  if (!p) return abort(p.error());
+  if (Result<void> mv = target::replace_with(s.dir.get(), s.tmp, p->fd, p->name); !mv)
+    return abort(mv.error());
+  return touch(p->fd);
+}
+
+Result<std::string> Receiver::op_signature(const Request& r) {
+  Result<Parent> p = locate(root_.get(), r.path);
+  if (!p) {
+    if (p.error().code == ENOENT) return std::string{};
+    return tl::unexpected(p.error());
+  }
+  Result<Fd> f = target::open_regular(p->fd, p->name, O_RDONLY);
+  if (!f) {
+    const int e = f.error().code;
+    if (e == ENOENT || e == EISDIR || e == EINVAL || e == ELOOP) return std::string{};  // no basis
+    return tl::unexpected(f.error());
+  }
+  return signature_of(*f);
+}
+
+Result<void> Receiver::op_delta(const Request& r) {
+  auto it = patching_.find(r.path);
+  if (it == patching_.end()) {
+    Result<Parent> p = locate(root_.get(), r.path);
+    if (!p) return tl::unexpected(p.error());
+    Patching st;
+    Result<Fd> basis = target::open_regular(p->fd, p->name, O_RDONLY);
+    if (basis) st.basis = std::move(*basis);
+    else if (const int e = basis.error().code; e != ENOENT && e != EISDIR && e != EINVAL && e != ELOOP)
+      return tl::unexpected(basis.error());
+    Result<Fd> file = target::create_temp(p->fd, st.tmp);
+    if (!file) return tl::unexpected(file.error());
+    st.file = std::move(*file);
+    st.dir = p->owned.valid() ? std::move(p->owned) : Fd(::fcntl(p->fd, F_DUPFD_CLOEXEC, 0));
+    st.stream = std::make_unique<PatchStream>(st.basis, st.file);
+    it = patching_.insert_or_assign(r.path, std::move(st)).first;
+    if (!it->second.dir.valid()) {
+      forget_under(r.path);
+      return fail(EMFILE, "dup for delta " + quoted(r.path));
+    }
+  }
+  // The stream holds the basis and temp fd numbers; moving the Fds keeps them open.
+  Result<void> fed = it->second.stream->feed(r.data);
+  if (fed && (r.flags & kLast)) {
+    Patching p = std::move(it->second);
+    patching_.erase(it);
+    fed = finish_delta(r.path, p, r.meta);
+    if (!fed) (void)::unlinkat(p.dir.get(), p.tmp.c_str(), 0);
+    return fed;
+  }
+  if (!fed) forget_under(r.path);
+  return fed;
+}
+
+Result<void> Receiver::finish_delta(const std::string& path, Patching& p, const Meta& meta) {
+  if (Result<void> f = p.stream->finish(); !f) return f;
+  if (Result<void> m = target::apply_meta_fd(p.file.get(), meta); !m) return m;
+  if (Result<void> s = sync_fd(p.file.get(), path); !s) return s;
+  Result<Parent> dst = locate(root_.get(), path);
+  if (!dst) return tl::unexpected(dst.error());
+  if (Result<void> mv = target::replace_with(p.dir.get(), p.tmp, dst->fd, dst->name); !mv) return mv;
+  return touch(dst->fd);
+}
+
+Result<std::string> Receiver::op_checksum(const Request& r) {
+  Result<Parent> p = locate(root_.get(), r.path);
+  if (!p) return tl::unexpected(p.error());
+  struct stat st {};
+  if (::fstatat(p->fd, p->name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == -1)
+    return fail_errno("stat", r.path);
+  if (S_ISLNK(st.st_mode)) {  // the link text is a symlink's content
+    std::string buf(4096, '\0');
+    const ssize_t n = ::readlinkat(p->fd, p->name.c_str(), buf.data(), buf.size());
+    if (n < 0) return fail_errno("readlink", r.path);
+    return encode_u64(XXH64(buf.data(), static_cast<std::size_t>(n), 0));
+  }
+  Result<Fd> f = target::open_regular(p->fd, p->name, O_RDONLY);
+  if (!f) return tl::unexpected(f.error());
+  Result<std::uint64_t> h = xxh64_fd(f->get(), r.path);
+  if (!h) return tl::unexpected(h.error());
+  return encode_u64(*h);
+}
+
+}  // namespace mirrorfs::replicate
