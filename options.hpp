@@ -26,7 +26,7 @@ struct MountOptions {
 
   double attr_timeout = 1.0;                         // attr_timeout= seconds
   double entry_timeout = 1.0;                        // entry_timeout= seconds
-  bool writeback_cache = true;                       // writeback=yes|no
+  bool writeback_cache = false;                      // writeback=yes|no
   unsigned threads = 16;                             // threads= max FUSE workers
 
   std::vector<std::string> fuse_options;             // everything else, for libfuse

@@ -1,5 +1,7 @@
 #include "fs/inode_table.hpp"
 
+#include <fcntl.h>
+
 #include <algorithm>
 #include <mutex>
 
@@ -30,7 +32,7 @@ NodeId InodeTable::remember(NodeId parent, std::string_view name, const struct s
   } else {
     id = next_id_++;
     by_src_.emplace(src, id);
-    nodes_.emplace(id, Node{st.st_dev, st.st_ino, 0, {}});
+    nodes_.emplace(id, Node{st.st_dev, st.st_ino, 0, {}, {}});
   }
   Node& node = nodes_.at(id);
   node.nlookup += 1;
@@ -127,6 +129,23 @@ void InodeTable::unlinked(NodeId parent, std::string_view name) {
   const std::optional<NodeId> id = find_by_name(parent, name);
   by_name_.erase(name_key(parent, name));
   if (id && nodes_.count(*id)) std::erase(nodes_.at(*id).names, Name{parent, std::string(name)});
+}
+
+void InodeTable::opened(NodeId id, int fd) {
+  std::unique_lock lock(mu_);
+  if (auto it = nodes_.find(id); it != nodes_.end()) it->second.open_fds.push_back(fd);
+}
+
+void InodeTable::closed(NodeId id, int fd) {
+  std::unique_lock lock(mu_);
+  if (auto it = nodes_.find(id); it != nodes_.end()) std::erase(it->second.open_fds, fd);
+}
+
+int InodeTable::dup_open_fd(NodeId id) const {
+  std::shared_lock lock(mu_);  // held across dup: closed() cannot run meanwhile
+  auto it = nodes_.find(id);
+  if (it == nodes_.end() || it->second.open_fds.empty()) return -1;
+  return ::fcntl(it->second.open_fds.front(), F_DUPFD_CLOEXEC, 0);
 }
 
 std::size_t InodeTable::size() const {

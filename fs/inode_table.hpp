@@ -49,6 +49,14 @@ class InodeTable {
                std::string_view new_name, bool exchange);
   void unlinked(NodeId parent, std::string_view name);
 
+  // Open files of a node, so that an inode with no name left (unlinked while
+  // open) can still be reached: the kernel sends fchmod/fchown/futimens on
+  // such a file without a file handle.
+  void opened(NodeId id, int fd);
+  void closed(NodeId id, int fd);
+  // A duplicate of one of the node's open descriptors, or -1 if none.
+  [[nodiscard]] int dup_open_fd(NodeId id) const;
+
   [[nodiscard]] std::size_t size() const;
 
  private:
@@ -62,6 +70,7 @@ class InodeTable {
     ino_t ino = 0;
     std::uint64_t nlookup = 0;
     std::vector<Name> names;
+    std::vector<int> open_fds;  // borrowed: owned by the kernel's file handles
   };
   struct SrcKey {
     dev_t dev;

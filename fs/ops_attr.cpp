@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <optional>
 
 #include "fs/context.hpp"
 
@@ -32,19 +33,48 @@ void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
   fuse_reply_none(req);
 }
 
+namespace {
+
+// How to reach a node for an attribute call: by its path, or, when it has no
+// name left (unlinked while open), through an open descriptor: the kernel's
+// own handle if it sent one, else a duplicate of any open file of the node.
+struct Target {
+  std::optional<std::string> path;  // set when the node has a name
+  int fd = -1;                      // usable descriptor, or -1: use the path
+  Fd owned;                         // keeps a duplicate alive
+};
+
+Result<Target> target_of(Context& c, fuse_ino_t ino, const fuse_file_info* fi) {
+  Target t;
+  t.path = c.inodes.path(ino);
+  if (fi != nullptr) {
+    t.fd = static_cast<int>(fi->fh);
+  } else if (!t.path) {
+    t.owned.reset(c.inodes.dup_open_fd(ino));
+    if (!t.owned.valid()) return fail(ESTALE, "node " + std::to_string(ino) + " has no name");
+    t.fd = t.owned.get();
+  }
+  return t;
+}
+
+Result<struct stat> stat_target(Context& c, const Target& t) {
+  struct stat st {};
+  const int rc = t.fd >= 0 ? ::fstat(t.fd, &st)
+                           : ::fstatat(c.root.get(), at_path(*t.path), &st, AT_SYMLINK_NOFOLLOW);
+  if (rc == -1) return fail_errno("lstat", t.path.value_or("(unlinked)"));
+  return st;
+}
+
+}  // namespace
+
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, "getattr", [&]() -> Result<void> {
     Context& c = ctx(req);
-    struct stat st {};
-    if (fi != nullptr) {
-      if (::fstat(static_cast<int>(fi->fh), &st) == -1) return fail_errno("fstat", "open file");
-    } else {
-      auto rel = node_path(c, ino);
-      if (!rel) return tl::unexpected(rel.error());
-      if (::fstatat(c.root.get(), at_path(*rel), &st, AT_SYMLINK_NOFOLLOW) == -1)
-        return fail_errno("lstat", *rel);
-    }
-    fuse_reply_attr(req, &st, c.tuning.attr_timeout);
+    auto t = target_of(c, ino, fi);
+    if (!t) return tl::unexpected(t.error());
+    auto st = stat_target(c, *t);
+    if (!st) return tl::unexpected(st.error());
+    fuse_reply_attr(req, &*st, c.tuning.attr_timeout);
     return {};
   });
 }
@@ -58,9 +88,9 @@ timespec time_arg(int to_set, int set_flag, int now_flag, const timespec& value)
 }
 
 // Truncates through the open handle when the kernel gave one, else by path.
-Result<void> set_size(Context& c, const std::string& rel, fuse_file_info* fi, off_t size) {
-  if (fi != nullptr) {
-    if (::ftruncate(static_cast<int>(fi->fh), size) == -1) return fail_errno("ftruncate", rel);
+Result<void> set_size(Context& c, const std::string& rel, int fd_or_minus1, off_t size) {
+  if (fd_or_minus1 >= 0) {
+    if (::ftruncate(fd_or_minus1, size) == -1) return fail_errno("ftruncate", rel);
     return {};
   }
   Fd fd(::openat(c.root.get(), at_path(rel), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
@@ -69,9 +99,9 @@ Result<void> set_size(Context& c, const std::string& rel, fuse_file_info* fi, of
   return {};
 }
 
-Result<void> apply_setattr(Context& c, const std::string& rel, const struct stat& attr,
-                           int to_set, fuse_file_info* fi) {
-  const int fd = fi != nullptr ? static_cast<int>(fi->fh) : -1;
+Result<void> apply_setattr(Context& c, const Target& t, const struct stat& attr, int to_set) {
+  const int fd = t.fd;
+  const std::string rel = t.path.value_or(std::string());
   const int root = c.root.get();
   if (to_set & FUSE_SET_ATTR_MODE) {
     const int rc = fd >= 0 ? ::fchmod(fd, attr.st_mode)
@@ -85,9 +115,19 @@ Result<void> apply_setattr(Context& c, const std::string& rel, const struct stat
                            : ::fchownat(root, at_path(rel), uid, gid, AT_SYMLINK_NOFOLLOW);
     if (rc == -1) return fail_errno("chown", rel);
   }
+  if ((to_set & ~FUSE_SET_ATTR_CTIME) == 0) {
+    // chown(f, -1, -1) and friends: nothing to set, but the caller expects
+    // the backing filesystem's ctime update, which a no-op chown gives.
+    const int rc = fd >= 0 ? ::fchown(fd, static_cast<uid_t>(-1), static_cast<gid_t>(-1))
+                           : ::fchownat(root, at_path(rel), static_cast<uid_t>(-1),
+                                        static_cast<gid_t>(-1), AT_SYMLINK_NOFOLLOW);
+    if (rc == -1) return fail_errno("chown", rel);
+  }
   if (to_set & FUSE_SET_ATTR_SIZE) {
-    if (auto r = set_size(c, rel, fi, attr.st_size); !r) return r;
-    report(c, ChangeKind::Data, rel, {}, static_cast<std::uint64_t>(attr.st_size), Change::kToEnd);
+    if (auto r = set_size(c, rel, fd, attr.st_size); !r) return r;
+    if (t.path)
+      report(c, ChangeKind::Data, rel, {}, static_cast<std::uint64_t>(attr.st_size),
+             Change::kToEnd);
   }
   if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
     const timespec tv[2] = {
@@ -97,8 +137,8 @@ Result<void> apply_setattr(Context& c, const std::string& rel, const struct stat
                            : ::utimensat(root, at_path(rel), tv, AT_SYMLINK_NOFOLLOW);
     if (rc == -1) return fail_errno("utimens", rel);
   }
-  if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
-                FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))
+  if (t.path && (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
+                           FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)))
     report(c, ChangeKind::Meta, rel);
   return {};
 }
@@ -109,15 +149,12 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
                 fuse_file_info* fi) {
   guarded(req, "setattr", [&]() -> Result<void> {
     Context& c = ctx(req);
-    auto rel = node_path(c, ino);
-    if (!rel && fi == nullptr) return tl::unexpected(rel.error());
-    const std::string path = rel ? *rel : std::string();
-    if (auto r = apply_setattr(c, path, *attr, to_set, fi); !r) return r;
-    struct stat st {};
-    const int rc = fi != nullptr ? ::fstat(static_cast<int>(fi->fh), &st)
-                                 : ::fstatat(c.root.get(), at_path(path), &st, AT_SYMLINK_NOFOLLOW);
-    if (rc == -1) return fail_errno("lstat", path);
-    fuse_reply_attr(req, &st, c.tuning.attr_timeout);
+    auto t = target_of(c, ino, fi);
+    if (!t) return tl::unexpected(t.error());
+    if (auto r = apply_setattr(c, *t, *attr, to_set); !r) return r;
+    auto st = stat_target(c, *t);
+    if (!st) return tl::unexpected(st.error());
+    fuse_reply_attr(req, &*st, c.tuning.attr_timeout);
     return {};
   });
 }

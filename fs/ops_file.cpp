@@ -56,8 +56,10 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     if (auto r = make_entry(c, parent, name, *rel, e); !r) return r;
     report(c, ChangeKind::Created, *rel);
     set_open_flags(c, fi);
+    c.inodes.opened(e.ino, fd.get());
     fi->fh = static_cast<uint64_t>(fd.release());
     if (fuse_reply_create(req, &e, fi) != 0) {  // the kernel gave up on the request
+      c.inodes.closed(e.ino, fd_of(fi));
       ::close(fd_of(fi));
       c.inodes.forget(e.ino, 1);
     }
@@ -74,8 +76,12 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     if (!fd.valid()) return fail_errno("open", *rel);
     if (fi->flags & O_TRUNC) report(c, ChangeKind::Data, *rel, {}, 0, Change::kToEnd);
     set_open_flags(c, fi);
+    c.inodes.opened(ino, fd.get());
     fi->fh = static_cast<uint64_t>(fd.release());
-    if (fuse_reply_open(req, fi) != 0) ::close(fd_of(fi));
+    if (fuse_reply_open(req, fi) != 0) {
+      c.inodes.closed(ino, fd_of(fi));
+      ::close(fd_of(fi));
+    }
     return {};
   });
 }
@@ -116,7 +122,8 @@ void op_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   });
 }
 
-void op_release(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
+void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  ctx(req).inodes.closed(ino, fd_of(fi));  // before close: the number may be reused at once
   Fd(fd_of(fi)).reset();
   fuse_reply_err(req, 0);
 }
