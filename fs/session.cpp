@@ -143,7 +143,9 @@ int Session::run() {
   fuse_loop_config* cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_clone_fd(cfg, 1);
   fuse_loop_cfg_set_max_threads(cfg, impl_->context.tuning.max_threads);
-  fuse_loop_cfg_set_idle_threads(cfg, std::max(2u, std::thread::hardware_concurrency()));
+  // Idle workers stay: with a low idle limit libfuse creates and destroys a
+  // thread for nearly every request under load.
+  fuse_loop_cfg_set_idle_threads(cfg, impl_->context.tuning.max_threads);
   const int rc = fuse_session_loop_mt(impl_->se, cfg);
   fuse_loop_cfg_destroy(cfg);
   impl_->context.log->info("FUSE loop ended ({}), {} inodes known", rc,
