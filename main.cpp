@@ -18,7 +18,12 @@
 #include "fs/session.hpp"
 #include "options.hpp"
 #include "replicate/change_log.hpp"
+#include "replicate/control.hpp"
+#include "replicate/journal.hpp"
 #include "replicate/receiver.hpp"
+#include "replicate/replicator.hpp"
+#include "replicate/status_report.hpp"
+#include "replicate/transport.hpp"
 
 namespace mirrorfs {
 namespace {
@@ -32,6 +37,9 @@ shipped to each target: a local path, or a remote one over SSH.
 Mount:   mirrorfs SOURCE MOUNTPOINT [-f] [-o OPTION[,OPTION...]]...
          SOURCE may equal MOUNTPOINT (mount over the data directory in place).
 Stop:    umount MOUNTPOINT   (or fusermount3 -u MOUNTPOINT)
+Status:  mirrorfs status MOUNTPOINT [--json]
+         per target: connected, lag, pending entries, bytes and files sent,
+         last error. Exit 0; 2 if MOUNTPOINT is not a mirrorfs mount.
 Agent:   mirrorfs agent ROOT (the receiver; started over ssh by the sender)
 
 Options (-o):
@@ -45,7 +53,7 @@ Options (-o):
   log_level=LEVEL     trace, debug, info, warn, error, off (default info)
   attr_timeout=SEC    kernel attribute cache (default 1)
   entry_timeout=SEC   kernel name cache (default 1)
-  writeback=yes|no    kernel writeback cache (default yes)
+  writeback=yes|no    kernel writeback cache (default no; see README)
   threads=N           maximum FUSE worker threads (default 16)
   change_log=FILE     append every reported change to FILE (debugging)
   Any other option goes to FUSE (ro, allow_other, ...). As root,
@@ -95,6 +103,52 @@ Fd open_source(const std::string& source) {
   return fd;
 }
 
+std::string canonical(const std::string& path) {
+  char real[PATH_MAX];
+  return ::realpath(path.c_str(), real) != nullptr ? std::string(real) : path;
+}
+
+// Parses every target= and checks, before anything is mounted, that each one
+// answers: an unreachable target is a mount-time error, not a silent gap.
+std::vector<replicate::TargetSpec> resolve_targets(const MountOptions& o) {
+  std::vector<replicate::TargetSpec> specs;
+  for (const std::string& url : o.targets) {
+    auto spec = replicate::parse_target(url);
+    if (!spec) die("target " + mirrorfs::quoted(url) + ": " + spec.error().what);
+    spec->ssh = o.ssh;
+    spec->agent = o.agent;
+    if (spec->kind == replicate::TargetSpec::Kind::Local &&
+        canonical(spec->path) == canonical(o.source))
+      die("target " + mirrorfs::quoted(url) + " is the source itself");
+    auto probe = replicate::connect(*spec);
+    if (!probe) die("target " + mirrorfs::quoted(url) + " is unreachable: " + probe.error().what);
+    specs.push_back(std::move(*spec));
+  }
+  return specs;
+}
+
+std::string status_answer(const std::string& request, const replicate::MountSummary& summary,
+                          const std::vector<std::unique_ptr<replicate::Replicator>>& reps) {
+  std::vector<replicate::ReplicatorStatus> st;
+  for (const auto& r : reps) st.push_back(r->status());
+  if (request == "status json") return replicate::format_status_json(summary, st);
+  if (request == "status") return replicate::format_status_text(summary, st);
+  return "error: unknown request\n";
+}
+
+void drain_and_stop(const MountOptions& o, std::vector<std::unique_ptr<replicate::Replicator>>& reps,
+                    spdlog::logger& log) {
+  for (auto& r : reps) {
+    if (!r->drain(o.drain_timeout)) {
+      const auto st = r->status();
+      log.error("target {}: {} journal entries not shipped within drain_timeout={}ms; "
+                "they are lost to this target until a full resync",
+                st.target, st.pending, o.drain_timeout.count());
+    }
+    r->stop();
+  }
+}
+
 int run_mount(MountOptions o) {
   struct stat st {};
   if (::stat(o.mountpoint.c_str(), &st) == -1)
@@ -103,16 +157,19 @@ int run_mount(MountOptions o) {
   if (already_mirrorfs_mount(o.mountpoint))
     die("mountpoint " + mirrorfs::quoted(o.mountpoint) + " is already a mirrorfs mount");
   Fd root = open_source(o.source);
-  char real[PATH_MAX];
-  if (::realpath(o.source.c_str(), real) != nullptr) o.source = real;
+  o.source = canonical(o.source);
+  o.mountpoint = canonical(o.mountpoint);
   add_default_fuse_options(o, ::geteuid() == 0);
 
   g_sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   auto fs_log = make_logger("fs", o.log_level);
   auto main_log = make_logger("main", o.log_level);
+  auto journal_log = make_logger("journal", o.log_level);
+  auto repl_log = make_logger("repl", o.log_level);
+  const std::vector<replicate::TargetSpec> specs = resolve_targets(o);
 
-  NullSink null_sink;
-  ChangeSink* sink = &null_sink;
+  replicate::Journal journal(replicate::JournalLimits{}, journal_log);
+  ChangeSink* sink = &journal;
   std::unique_ptr<replicate::ChangeLog> change_log;
   if (!o.change_log.empty()) {
     auto cl = replicate::ChangeLog::open(o.change_log, sink);
@@ -125,17 +182,58 @@ int run_mount(MountOptions o) {
                        o.writeback_cache, o.threads, o.fuse_debug};
   auto session = fs::Session::mount(std::move(root), *sink, sc, fs_log);
   if (!session) die(session.error().what);
+
+  // Queues exist before the mount serves its first request (the loop has not
+  // started yet), so no change is recorded before its target's queue.
+  std::vector<std::unique_ptr<replicate::Replicator>> reps;
+  replicate::ReplicatorOptions ro;
+  ro.delay = o.delay;
+  ro.delete_missing = o.delete_extra;
+  for (const auto& spec : specs)
+    reps.push_back(std::make_unique<replicate::Replicator>(journal, spec, (*session)->root(), ro,
+                                                           repl_log));
   if (!o.foreground) {
     if (auto r = fs::daemonize(); !r) die(r.error().what);
     g_sink = std::make_shared<spdlog::sinks::syslog_sink_mt>("mirrorfs", LOG_PID, LOG_DAEMON, false);
-    fs_log->sinks() = {g_sink};
-    main_log->sinks() = {g_sink};
+    for (auto* l : {fs_log.get(), main_log.get(), journal_log.get(), repl_log.get()})
+      l->sinks() = {g_sink};
   }
-  main_log->info("serving {} at {}", mirrorfs::quoted(o.source), mirrorfs::quoted(o.mountpoint));
+  const replicate::MountSummary summary{o.source, o.mountpoint, std::chrono::system_clock::now()};
+  auto control = replicate::ControlServer::start(
+      replicate::control_socket_path(o.mountpoint),
+      [&](const std::string& req) { return status_answer(req, summary, reps); }, main_log);
+  if (!control)
+    main_log->warn("no control socket ({}: {}); `mirrorfs status` will not answer",
+                   control.error().what, std::strerror(control.error().code));
+  for (auto& r : reps) r->start();
+  main_log->info("serving {} at {}, {} target(s)", mirrorfs::quoted(o.source),
+                 mirrorfs::quoted(o.mountpoint), reps.size());
   const int rc = (*session)->run();
-  session->reset();  // unmount before the sink goes away
-  main_log->info("unmounted {}", mirrorfs::quoted(o.mountpoint));
+  // Unmounted: the root fd stays open until the session goes, so the
+  // replicators can still read what is pending.
+  drain_and_stop(o, reps, *main_log);
+  if (control) control->reset();
+  session->reset();
+  main_log->info("stopped {}", mirrorfs::quoted(o.mountpoint));
   return rc;
+}
+
+int run_status(const std::string& mountpoint, bool json) {
+  const std::string mnt = canonical(mountpoint);
+  auto answer = replicate::control_request(replicate::control_socket_path(mnt),
+                                           json ? "status json" : "status");
+  if (!answer) {
+    if (!already_mirrorfs_mount(mnt)) {
+      std::fprintf(stderr, "mirrorfs: %s is not a mirrorfs mount\n", mirrorfs::quoted(mnt).c_str());
+      return 2;
+    }
+    std::fprintf(stderr, "mirrorfs: the daemon of %s does not answer: %s: %s\n",
+                 mirrorfs::quoted(mnt).c_str(), answer.error().what.c_str(),
+                 std::strerror(answer.error().code));
+    return 1;
+  }
+  std::fputs(answer->c_str(), stdout);
+  return 0;
 }
 
 }  // namespace
@@ -156,6 +254,12 @@ int main(int argc, char** argv) {
   app.add_flag("-f,--foreground", o.foreground, "stay in the foreground, log to stderr");
   app.add_flag("-d,--debug", o.fuse_debug, "trace every FUSE request (implies -f)");
 
+  std::string status_mnt;
+  bool status_json = false;
+  CLI::App* status = app.add_subcommand("status", "show replication state of a mount");
+  status->add_option("mountpoint", status_mnt, "a mirrorfs mountpoint")->required();
+  status->add_flag("--json", status_json, "machine-readable output");
+
   std::string agent_root;
   CLI::App* agent = app.add_subcommand("agent", "receive a mirror into ROOT over stdin/stdout");
   agent->add_option("root", agent_root, "the target directory")->required();
@@ -166,6 +270,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   if (agent->parsed()) return replicate::run_agent(agent_root, 0, 1);
+  if (status->parsed()) return run_status(status_mnt, status_json);
   if (o.source.empty() || o.mountpoint.empty()) {
     std::fprintf(stderr, "mirrorfs: SOURCE and MOUNTPOINT are required (see --help)\n");
     return 1;

@@ -1,0 +1,115 @@
+// Replicator: the sender's engine for ONE target. Owns one std::jthread
+// (named mfs-repl-N) and that thread's Transport; reads the source only
+// through the source root fd (never through the mount).
+//
+// Lifecycle: construct (registers the target's queue with the Journal, so
+// changes recorded from then on are kept for it) -> start() (spawns the
+// thread; it connects, retrying with backoff) -> ... -> drain(timeout)
+// (optional, at unmount) -> stop() (or the destructor).
+//
+// The loop: wait for work, wait `delay` (batching window), take a batch,
+// ship it (Shipper: current state of each path, ops replayed, Barrier last),
+// then complete() it in the journal. A broken session: log, requeue the whole
+// batch, back off 100 ms .. 10 s (doubling), reconnect. A request that
+// fails on the target: log, Journal::retry() the path (shipped in full
+// next time), and back off before the next batch.
+//
+// Threads: start/stop/drain/status may be called from any thread;
+// status() never blocks on the network.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "fs/api/fd.hpp"
+#include "replicate/journal.hpp"
+#include "replicate/shipper.hpp"
+#include "replicate/transport.hpp"
+
+namespace spdlog {
+class logger;
+}
+
+namespace mirrorfs::replicate {
+
+struct ReplicatorOptions {
+  std::chrono::milliseconds delay{2};  // batching window after the first change
+  bool delete_missing = true;          // delete=yes|no
+  std::size_t max_batch = 512;         // journal entries per batch
+  std::uint64_t in_place_min = std::uint64_t{1} << 20;
+  std::chrono::milliseconds backoff_min{100};
+  std::chrono::milliseconds backoff_max{10'000};
+};
+
+struct ReplicatorStatus {
+  std::string target;  // spec.url
+  bool connected = false;
+  std::size_t pending = 0;  // journal entries waiting or in flight
+  double lag_seconds = 0;   // age of the oldest change not yet acknowledged
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t files_sent = 0;
+  std::uint64_t batches = 0;
+  std::uint64_t acked_seq = 0;  // every change with seq <= this has landed
+  std::uint64_t last_seq = 0;
+  std::string last_error;  // "" if none yet
+  std::chrono::system_clock::time_point last_error_time{};
+};
+
+using TransportFactory = std::function<Result<std::unique_ptr<Transport>>(const TargetSpec&)>;
+
+class Replicator {
+ public:
+  // source_root must outlive the Replicator. factory defaults to connect().
+  Replicator(Journal& journal, TargetSpec spec, const Fd& source_root, ReplicatorOptions opt,
+             std::shared_ptr<spdlog::logger> log, TransportFactory factory = {});
+  ~Replicator();
+  Replicator(const Replicator&) = delete;
+  Replicator& operator=(const Replicator&) = delete;
+
+  void start();
+  void stop();  // idempotent; returns after the thread has ended
+  // Waits until nothing is pending or in flight and the last batch was
+  // acknowledged; false on timeout.
+  [[nodiscard]] bool drain(std::chrono::milliseconds timeout);
+  [[nodiscard]] ReplicatorStatus status() const;
+  [[nodiscard]] Journal::TargetId target_id() const noexcept { return id_; }
+
+ private:
+  void run(std::stop_token st) noexcept;
+  void loop(std::stop_token st);
+  bool ensure_connected(std::stop_token st);
+  bool ship_one(std::stop_token st);
+  void sleep_for(std::stop_token st, std::chrono::milliseconds d);
+  void note_error(const std::string& what);
+  std::chrono::milliseconds next_backoff();
+
+  Journal& journal_;
+  TargetSpec spec_;
+  ReplicatorOptions opt_;
+  std::shared_ptr<spdlog::logger> log_;
+  TransportFactory factory_;
+  Journal::TargetId id_;
+  int index_;  // N in mfs-repl-N and repl[N]
+  Shipper shipper_;                        // replicator thread only
+  std::unique_ptr<Transport> transport_;   // replicator thread only
+  std::chrono::milliseconds backoff_{0};   // replicator thread only
+
+  std::atomic<bool> connected_{false};
+  std::atomic<std::uint64_t> bytes_sent_{0}, files_sent_{0}, batches_{0};
+  // Lock order: err_mu_ and sleep_mu_ are leaves; never held with the
+  // journal's mutex or across I/O.
+  mutable std::mutex err_mu_;
+  std::string last_error_;
+  std::chrono::system_clock::time_point last_error_time_{};
+  std::mutex sleep_mu_;
+  std::condition_variable_any sleep_cv_;
+  std::jthread thread_;  // last: joined first on destruction
+};
+
+}  // namespace mirrorfs::replicate
