@@ -17,6 +17,7 @@ namespace mirrorfs::replicate {
 namespace {
 
 constexpr std::size_t kNoItem = std::numeric_limits<std::size_t>::max();
+constexpr std::size_t kRefreshItem = kNoItem - 1;  // a directory-times refresh request
 constexpr std::uint32_t kNoReplace = 1, kExchange = 2;
 
 std::string parent_of(const std::string& p) {
@@ -95,7 +96,14 @@ struct Shipper::Pending {
   std::set<std::size_t> failed;     // items already queued for retry
   std::size_t bytes = 0;
   std::size_t cur = kNoItem;
+  // Directories whose entries this batch changes on the target: their mtime
+  // (which the target's own creates/renames bumped) is set again at the end.
+  std::set<std::string> dirs;
   void add(Request r) {
+    if (r.op != Op::Barrier && r.op != Op::SetMeta && r.op != Op::Signature) {
+      dirs.insert(parent_of(r.path));
+      if (r.op == Op::Rename || r.op == Op::Link) dirs.insert(parent_of(r.path2));
+    }
     bytes += r.data.size();
     reqs.push_back(std::move(r));
     origin.push_back(cur);
@@ -121,6 +129,7 @@ Result<ShipReport> Shipper::ship(Transport& t, const Batch& b) {
     }
   }
   p.cur = kNoItem;
+  refresh_dirs(p);
   p.add(req(Op::Barrier, {}));
   if (Result<void> f = flush(t, p, rep); !f) return tl::unexpected(f.error());
   return rep;
@@ -196,7 +205,10 @@ Result<void> Shipper::signatures(Transport& t, std::vector<Item>& items, ShipRep
 
 void Shipper::build(const Item& it, Pending& p, ShipReport& rep) {
   if (it.op != nullptr) return build_op(*it.op, p);
-  if (it.path.empty()) return;  // the root itself: only what lies below it
+  if (it.path.empty()) {  // the root itself: its metadata, then what lies below it
+    p.dirs.insert(std::string());
+    return;
+  }
   if (it.replace) p.add(req(Op::Remove, it.path));
   struct stat st {};
   if (::fstatat(root_.get(), it.path.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
@@ -362,6 +374,21 @@ void Shipper::relink(const std::string& path, const struct stat& st, Pending& p)
   sent_this_batch_.insert(key);
 }
 
+void Shipper::refresh_dirs(Pending& p) {
+  p.cur = kRefreshItem;
+  for (const std::string& dir : p.dirs) {
+    Fd fd(::openat(root_.get(), dir.empty() ? "." : dir.c_str(),
+                   O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st {};
+    if (!fd.valid() || ::fstat(fd.get(), &st) != 0) continue;  // gone: a later mark covers it
+    Request sm = req(Op::SetMeta, dir);
+    sm.meta = meta_of(&fd, st);
+    p.add(std::move(sm));
+  }
+  p.dirs.clear();
+  p.cur = kNoItem;
+}
+
 Meta Shipper::meta_of(const Fd* fd, const struct stat& st) const {
   Meta m;
   m.mode = st.st_mode;
@@ -386,6 +413,10 @@ Result<void> Shipper::flush(Transport& t, Pending& p, ShipReport& rep) {
     const Request& rq = p.reqs[i];
     const std::size_t item = p.origin[i];
     if (item == kNoItem) return fail(rp.err, "barrier: " + rp.message);  // durability unknown
+    if (item == kRefreshItem) {  // a directory's times: ship that directory again
+      rep.retries.push_back({rq.path, false, rp.err, rp.message});
+      continue;
+    }
     if (!p.failed.insert(item).second) continue;
     const Item& it = (*p.items)[item];
     if (it.op != nullptr) {  // a failed rename/link: ship both names in full

@@ -82,6 +82,7 @@ class Shipper {
   void build_file(const Item& it, const Fd& fd, const struct stat& st, Pending& p, ShipReport& rep);
   void whole_copy(const std::string& path, const Fd& fd, const struct stat& st, Pending& p);
   void relink(const std::string& path, const struct stat& st, Pending& p);
+  void refresh_dirs(Pending& p);
   [[nodiscard]] Meta meta_of(const Fd* fd, const struct stat& st) const;
   [[nodiscard]] Result<void> flush(Transport& t, Pending& p, ShipReport& rep);
   void remap_names(const std::string& from, const std::string& to, bool exchange);

@@ -135,7 +135,7 @@ bool MountGuard::wait_ready() {
     mounted_ = false;
     return false;
   }
-  baseline_fds_ = fd_count(pid_);
+  baseline_fds_ = file_fd_count(pid_);
   return true;
 }
 
@@ -162,10 +162,10 @@ bool MountGuard::check_fds() {
   if (!cfg_.check_fd_leak || baseline_fds_ < 0) return true;
   // RELEASE reaches the daemon asynchronously after close(): let it settle.
   const auto deadline = Clock::now() + std::chrono::seconds(5);
-  int now = fd_count(pid_);
+  int now = file_fd_count(pid_);
   while (now > baseline_fds_ + cfg_.fd_slack && Clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    now = fd_count(pid_);
+    now = file_fd_count(pid_);
   }
   if (now > baseline_fds_ + cfg_.fd_slack) {
     ADD_FAILURE() << "fd leak in mirrorfs (gocryptfs-style check): " << now << " open fds before "

@@ -33,6 +33,9 @@ std::optional<int> wait_pid_for(pid_t pid, std::chrono::milliseconds timeout);
 
 // Number of open descriptors of process `pid` (/proc/PID/fd), -1 on error.
 [[nodiscard]] int fd_count(pid_t pid);
+// The same, leaving out /dev/fuse clones and pipes: libfuse gives each worker
+// thread one of each, so they grow with the thread pool, not with leaks.
+[[nodiscard]] int file_fd_count(pid_t pid);
 
 // Whole file as a string ("" if it cannot be read).
 [[nodiscard]] std::string read_file(const std::string& path);
