@@ -13,6 +13,9 @@
 #   --systems   which columns to run (default all three)
 #   --reps N    repetitions per job; the median is reported (default 3, quick 1)
 #
+# MIRRORFS_OPTS (environment) adds mount options to the mirrorfs row, e.g.
+# MIRRORFS_OPTS=writeback=yes.
+#
 # Output on stdout: one JSON line per (system, job), then a markdown table.
 # Progress on stderr. Run as root (drop_caches; apt-get for fio and bindfs).
 #
@@ -183,7 +186,7 @@ prepare_system() {
   local sys=$1 back="$scratch/$1-backing" mnt="$scratch/$1-mnt" log="$scratch/$1.log" pid
   case "$sys" in
     native) sys_dir="$scratch/native"; mkdir -p "$sys_dir"; spread_dirs "$sys_dir"; return ;;
-    mirrorfs) mkdir -p "$back" "$mnt"; spread_dirs "$back"; "$bin" "$back" "$mnt" -f >"$log" 2>&1 & pid=$! ;;
+    mirrorfs) mkdir -p "$back" "$mnt"; spread_dirs "$back"; "$bin" "$back" "$mnt" -f ${MIRRORFS_OPTS:+-o "$MIRRORFS_OPTS"} >"$log" 2>&1 & pid=$! ;;
     # bindfs' defaults as root (allow_other, default_permissions, single
     # threaded) give the same mount options as mirrorfs' (both work as root).
     bindfs) mkdir -p "$back" "$mnt"; spread_dirs "$back"; bindfs -f "$back" "$mnt" >"$log" 2>&1 & pid=$! ;;
