@@ -99,35 +99,31 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::mil
   return res;
 }
 
-int file_fd_count(pid_t pid) {
+namespace {
+
+int count_fds(pid_t pid, bool files_only) {
   const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) return -1;
   int n = 0;
   while (const dirent* e = ::readdir(d)) {
     if (e->d_name[0] == '.') continue;
-    char target[256];
-    const ssize_t len =
-        ::readlink((dir + "/" + e->d_name).c_str(), target, sizeof target - 1);
-    const std::string t(target, len > 0 ? static_cast<std::size_t>(len) : 0);
-    if (t == "/dev/fuse" || t.starts_with("pipe:")) continue;
+    if (files_only) {
+      char target[256];
+      const ssize_t len = ::readlink((dir + "/" + e->d_name).c_str(), target, sizeof target - 1);
+      const std::string t(target, len > 0 ? static_cast<std::size_t>(len) : 0);
+      if (t == "/dev/fuse" || t.starts_with("pipe:")) continue;
+    }
     ++n;
   }
   ::closedir(d);
   return n;
 }
 
-int fd_count(pid_t pid) {
-  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return -1;
-  int n = 0;
-  while (const dirent* e = ::readdir(d)) {
-    if (e->d_name[0] != '.') ++n;
-  }
-  ::closedir(d);
-  return n;
-}
+}  // namespace
+
+int fd_count(pid_t pid) { return count_fds(pid, false); }
+int file_fd_count(pid_t pid) { return count_fds(pid, true); }
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
