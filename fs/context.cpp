@@ -56,6 +56,7 @@ void log_op_error(Context& c, const char* op, const Error& e) {
     case ENOENT: case EEXIST: case ENOTEMPTY: case ENODATA: case EACCES: case EPERM:
     case ENOTDIR: case EISDIR: case EINVAL: case ENAMETOOLONG: case ELOOP: case ENOTSUP:
     case ERANGE: case EXDEV: case ENOSPC: case EDQUOT: case EROFS:
+    case ESTALE:  // a node whose every name was replaced: the kernel looks it up again
       c.log->debug("{}: {}: {}", op, e.what, std::strerror(e.code));
       break;
     default:

@@ -6,6 +6,7 @@
 
 #include <librsync.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <vector>
@@ -47,6 +48,38 @@ Result<void> pwrite_full(int fd, const char* buf, std::size_t n, off_t off) {
       return fail_errno("pwrite", "delta output");
     }
     done += static_cast<std::size_t>(r);
+  }
+  return {};
+}
+
+// Writes buf at off, leaving every all-zero piece within a kHoleBlock-aligned
+// block unwritten: into a fresh (empty) file, zero blocks stay holes.
+constexpr std::size_t kHoleBlock = 4096;
+
+bool all_zero(const char* p, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i)
+    if (p[i] != 0) return false;
+  return true;
+}
+
+Result<void> pwrite_sparse(int fd, const char* buf, std::size_t n, off_t off) {
+  std::size_t done = 0;
+  while (done < n) {
+    const auto at = static_cast<std::size_t>(off) + done;
+    const std::size_t piece = std::min(n - done, kHoleBlock - at % kHoleBlock);
+    std::size_t run = 0;  // consecutive pieces that hold data, written at once
+    while (done + run < n) {
+      const auto at2 = static_cast<std::size_t>(off) + done + run;
+      const std::size_t k = std::min(n - done - run, kHoleBlock - at2 % kHoleBlock);
+      if (all_zero(buf + done + run, k)) break;
+      run += k;
+    }
+    if (run == 0) {
+      done += piece;
+      continue;
+    }
+    if (Result<void> w = pwrite_full(fd, buf + done, run, off + static_cast<off_t>(done)); !w) return w;
+    done += run;
   }
   return {};
 }
@@ -193,6 +226,14 @@ struct PatchStream::Impl {
   bool done = false, broken = false;
 
   Result<void> pump(std::string_view in, bool eof);
+  // Trailing zeros were skipped: the output must still be out_off long.
+  Result<void> extend_to_end() const {
+    struct stat st {};
+    if (::fstat(out_fd, &st) == -1) return fail_errno("fstat", "patch output");
+    if (st.st_size < out_off && ::ftruncate(out_fd, out_off) == -1)
+      return fail_errno("ftruncate", "patch output");
+    return {};
+  }
 };
 
 Result<void> PatchStream::Impl::pump(std::string_view in, bool eof) {
@@ -207,10 +248,11 @@ Result<void> PatchStream::Impl::pump(std::string_view in, bool eof) {
     const std::size_t produced = obuf.size() - b.avail_out;
     const bool progress = produced > 0 || b.avail_in != in.size();
     in.remove_prefix(in.size() - b.avail_in);
-    if (Result<void> w = pwrite_full(out_fd, obuf.data(), produced, out_off); !w) return w;
+    if (Result<void> w = pwrite_sparse(out_fd, obuf.data(), produced, out_off); !w) return w;
     out_off += static_cast<off_t>(produced);
     if (r == RS_DONE) {
       done = true;
+      if (Result<void> e = extend_to_end(); !e) return e;
       if (!in.empty()) return fail(EPROTO, "librsync patch: data after the end of the delta");
       pending.clear();
       return {};

@@ -18,7 +18,7 @@ namespace mirrorfs::replicate {
 namespace {
 
 constexpr std::uint8_t kBitOwner = 1, kBitXattrs = 2;
-constexpr auto kMaxOp = static_cast<std::uint8_t>(Op::Checksum);
+constexpr auto kMaxOp = static_cast<std::uint8_t>(Op::Punch);
 
 void put_u8(std::string& out, std::uint8_t v) { out.push_back(static_cast<char>(v)); }
 void put_u32(std::string& out, std::uint32_t v) {

@@ -27,7 +27,8 @@ enum class Op : std::uint8_t {
   CommitFile,  // path: fsync the staged temp and rename it over path
   Signature,   // path: reply data = librsync signature of the target's file (empty if absent)
   Delta,       // path, data = librsync delta chunk; flags & kLast ends it: patch basis+delta
-               //   into a temp, fsync, rename over path
+               //   into a temp, fsync, rename over path. ESTALE if the file at path is not
+               //   the basis the path's Signature (since the last Barrier) described
   SetMeta,     // path, meta: chmod/chown/utimens/xattrs on path (no symlink following)
   Symlink,     // path, path2 = link text: atomically replaces whatever is at path
   Link,        // path = existing name, path2 = new name (replaces path2 if present)
@@ -37,6 +38,8 @@ enum class Op : std::uint8_t {
   Barrier,     // fsync everything touched since the last Barrier; reply after
   Stat,        // path: reply data = encoded Meta + size + type of what is there
   Checksum,    // path: reply data = 8-byte xxh64 of the content
+  Punch,       // path, offset, data = 8-byte length (encode_u64): make [offset, offset+length)
+               //   a hole (staged temp if open, else in place); the size is kept
 };
 
 inline constexpr std::uint32_t kLast = 1;  // Delta: last chunk

@@ -71,6 +71,7 @@ Result<std::string> Receiver::dispatch(const Request& r) {
     case Op::Barrier: return empty(op_barrier());
     case Op::Stat: return op_stat(r);
     case Op::Checksum: return op_checksum(r);
+    case Op::Punch: return empty(op_punch(r));
   }
   return fail(EPROTO, "unknown op " + std::to_string(static_cast<int>(r.op)));
 }
@@ -213,6 +214,7 @@ Result<void> Receiver::op_barrier() {
       first_error = fail_errno("fsync", "barrier");
   }
   dirty_.clear();
+  signed_.clear();
   return first_error;
 }
 

@@ -12,7 +12,12 @@
 // Files: BeginFile stages ".mirrorfs.tmp.<random>" in the parent directory;
 // Write/Truncate go to it; CommitFile applies meta (when meta.mode != 0),
 // fsyncs and renames it over the path. A Delta stream is patched against the
-// current file into a temp the same way. Writes without BeginFile go in place.
+// current file into a temp the same way; it must be applied to the very file
+// the path's Signature described (dev, ino, size, mtime, ctime, remembered
+// until the next Barrier), else it fails ESTALE (the sender then ships the
+// file whole): a namespace op between the two must not get a delta patched
+// onto the wrong basis. Writes without BeginFile go in place. Zero blocks of
+// a patched file are left as holes.
 // Barrier fsyncs every file and directory touched since the previous one.
 // meta.mode == 0 means "no metadata" wherever a request carries meta.
 //
@@ -46,6 +51,15 @@ class Receiver {
   // Applies one request; never throws. A failure is a Reply with err != 0.
   [[nodiscard]] Reply handle(const Request& req) noexcept;
 
+  // Identity of the file a Signature read (present = false: nothing was there).
+  struct Basis {
+    bool present = false;
+    dev_t dev = 0;
+    ino_t ino = 0;
+    off_t size = 0;
+    timespec mtime{}, ctime{};
+  };
+
  private:
   struct Staged {  // BeginFile .. CommitFile
     Fd dir;        // where the temp lives
@@ -68,6 +82,8 @@ class Receiver {
   Result<void> op_commit(const Request& r);
   Result<std::string> op_signature(const Request& r);
   Result<void> op_delta(const Request& r);
+  Result<void> start_delta(const std::string& path);
+  Result<void> op_punch(const Request& r);
   Result<void> finish_delta(const std::string& path, Patching& p, const Meta& meta);
   Result<void> op_set_meta(const Request& r);
   Result<void> op_symlink(const Request& r);
@@ -89,6 +105,7 @@ class Receiver {
   std::shared_ptr<spdlog::logger> log_;
   std::map<std::string, Staged> staged_;
   std::map<std::string, Patching> patching_;
+  std::map<std::string, Basis> signed_;  // Signature -> Delta; cleared at Barrier
   std::map<std::pair<dev_t, ino_t>, Fd> dirty_;  // fsync at the next Barrier
 };
 
@@ -123,6 +140,7 @@ struct Parent {
 [[nodiscard]] Result<void> replace_with(int tmp_dir, const std::string& tmp, int dir,
                                         const std::string& name);
 [[nodiscard]] Result<void> pwrite_all(int fd, std::string_view data, std::uint64_t offset);
+[[nodiscard]] Result<void> pwrite_zeros(int fd, std::uint64_t offset, std::uint64_t length);
 
 [[nodiscard]] Result<void> apply_meta_fd(int fd, const Meta& m);
 [[nodiscard]] Result<void> apply_meta_at(int dir, const std::string& name, const Meta& m);

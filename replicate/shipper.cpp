@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include <limits>
+#include <optional>
 
 #include "replicate/delta.hpp"
 #include "replicate/journal_queue.hpp"
@@ -18,6 +19,7 @@ namespace {
 
 constexpr std::size_t kNoItem = std::numeric_limits<std::size_t>::max();
 constexpr std::size_t kRefreshItem = kNoItem - 1;  // a directory-times refresh request
+constexpr std::size_t kRelinkItem = kNoItem - 2;   // an end-of-batch hard-link relink
 constexpr std::uint32_t kNoReplace = 1, kExchange = 2;
 
 std::string parent_of(const std::string& p) {
@@ -85,6 +87,7 @@ struct Shipper::Item {
   std::vector<Range> ranges;
   bool ranges_only = false;  // ship the ranges in place if the file is large
   bool replace = false;
+  bool sig_checked = false;  // signatures() has looked at it
   bool want_sig = false;
   std::string sig;  // the target's signature; empty: it has no basis
 };
@@ -115,13 +118,14 @@ Shipper::Shipper(const Fd& source_root, ShipOptions opt, std::shared_ptr<spdlog:
 
 Result<ShipReport> Shipper::ship(Transport& t, const Batch& b) {
   ShipReport rep;
-  sent_this_batch_.clear();
+  batch_copy_.clear();
   std::vector<Item> items;
   for (const Entry& e : b.entries) expand(e, items);
-  if (Result<void> s = signatures(t, items, rep); !s) return tl::unexpected(s.error());
   Pending p;
   p.items = &items;
   for (std::size_t i = 0; i < items.size(); ++i) {
+    p.cur = i;
+    if (Result<void> s = signatures(t, items, i, p, rep); !s) return tl::unexpected(s.error());
     p.cur = i;
     build(items[i], p, rep);
     if (p.bytes >= opt_.flush_bytes) {
@@ -129,9 +133,11 @@ Result<ShipReport> Shipper::ship(Transport& t, const Batch& b) {
     }
   }
   p.cur = kNoItem;
+  relink_all(p);
   refresh_dirs(p);
   p.add(req(Op::Barrier, {}));
   if (Result<void> f = flush(t, p, rep); !f) return tl::unexpected(f.error());
+  if (rep.retries.empty()) failures_.clear();
   return rep;
 }
 
@@ -175,31 +181,44 @@ void Shipper::walk(const std::string& dir, std::vector<Item>& out) const {
   }
 }
 
-// One round trip for the signatures of large files whose target copy is of
-// unknown content; an empty signature means "no basis, send it whole".
-Result<void> Shipper::signatures(Transport& t, std::vector<Item>& items, ShipReport& rep) {
+bool Shipper::wants_signature(const Item& it) const {
+  struct stat st {};
+  return it.op == nullptr && !it.ranges_only && !it.replace && !it.path.empty() &&
+         ::fstatat(root_.get(), it.path.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+         static_cast<std::uint64_t>(st.st_size) >= opt_.in_place_min;
+}
+
+// Signatures of large files whose target copy is of unknown content; an
+// empty signature means "no basis, send it whole". The requests queued
+// before items[from] are applied first, so the target's basis is what the
+// batch's earlier renames, links and removes made it; then one round trip
+// covers items[from] and the path items that follow it up to the next
+// namespace op. (A basis changed anyway, say by a relink, fails ESTALE.)
+Result<void> Shipper::signatures(Transport& t, std::vector<Item>& items, std::size_t from, Pending& p,
+                                 ShipReport& rep) {
+  if (items[from].sig_checked) return {};
+  items[from].sig_checked = true;
+  if (!wants_signature(items[from])) return {};
+  if (Result<void> f = flush(t, p, rep); !f) return f;
   std::vector<Request> reqs;
   std::vector<std::size_t> which;
-  for (std::size_t i = 0; i < items.size(); ++i) {
+  for (std::size_t i = from; i < items.size() && items[i].op == nullptr; ++i) {
     Item& it = items[i];
-    struct stat st {};
-    if (it.op != nullptr || it.ranges_only || it.replace || it.path.empty() ||
-        ::fstatat(root_.get(), it.path.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
-        static_cast<std::uint64_t>(st.st_size) < opt_.in_place_min) {
-      continue;
+    if (i != from) {
+      if (it.sig_checked) continue;
+      it.sig_checked = true;
+      if (!wants_signature(it)) continue;
     }
     it.want_sig = true;
     reqs.push_back(req(Op::Signature, it.path));
     which.push_back(i);
   }
-  if (reqs.empty()) return {};
   Result<std::vector<Reply>> r = t.exchange(reqs);
   if (!r) return tl::unexpected(r.error());
   if (r->size() != reqs.size()) return fail(EPROTO, "signature replies: count mismatch");
   for (std::size_t k = 0; k < which.size(); ++k) {
     if ((*r)[k].err == 0) items[which[k]].sig = std::move((*r)[k].data);
   }
-  (void)rep;
   return {};
 }
 
@@ -209,11 +228,11 @@ void Shipper::build(const Item& it, Pending& p, ShipReport& rep) {
     p.dirs.insert(std::string());
     return;
   }
-  if (it.replace) p.add(req(Op::Remove, it.path));
+  if (it.replace) add_remove(it.path, p);
   struct stat st {};
   if (::fstatat(root_.get(), it.path.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
     if (errno == ENOENT || errno == ENOTDIR) {  // gone (or moved): later marks cover the rest
-      if (opt_.delete_missing && !it.replace) p.add(req(Op::Remove, it.path));
+      if (opt_.delete_missing && !it.replace) add_remove(it.path, p);
       return;
     }
     rep.retries.push_back({it.path, false, errno, "fstatat " + quoted(it.path)});
@@ -224,7 +243,7 @@ void Shipper::build(const Item& it, Pending& p, ShipReport& rep) {
     Fd fd(::openat(root_.get(), it.path.c_str(), flags));
     if (!fd.valid() || ::fstat(fd.get(), &st) != 0) {
       if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) {
-        if (opt_.delete_missing && !it.replace) p.add(req(Op::Remove, it.path));
+        if (opt_.delete_missing && !it.replace) add_remove(it.path, p);
         return;
       }
       rep.retries.push_back({it.path, false, errno, "open " + quoted(it.path)});
@@ -260,7 +279,7 @@ void Shipper::build(const Item& it, Pending& p, ShipReport& rep) {
 }
 
 void Shipper::build_op(const Entry& e, Pending& p) {
-  if (e.replace) p.add(req(Op::Remove, e.to_path));
+  if (e.replace) add_remove(e.to_path, p);
   if (e.kind == Entry::Kind::Rename) {
     Request r = req(Op::Rename, e.path);
     r.path2 = e.to_path;
@@ -283,47 +302,85 @@ void Shipper::build_op(const Entry& e, Pending& p) {
 void Shipper::build_file(const Item& it, const Fd& fd, const struct stat& st, Pending& p, ShipReport& rep) {
   const std::pair<dev_t, ino_t> key{st.st_dev, st.st_ino};
   const auto size = static_cast<std::uint64_t>(st.st_size);
-  if (st.st_nlink > 1 && sent_this_batch_.count(key) != 0) {
-    for (const std::string& other : names_[key]) {
-      if (other == it.path) continue;
-      Request l = req(Op::Link, other);
-      l.path2 = it.path;
-      p.add(std::move(l));
-      names_[key].insert(it.path);
-      return;
-    }
-  }
+  if (link_to_copy(it, st, p)) return;
   ++rep.files;
   if (it.ranges_only && size >= opt_.in_place_min) {
-    for (const Range& r : it.ranges) {
-      for (std::uint64_t off = r.offset; off < std::min(r.end, size); off += opt_.chunk) {
-        Request w = req(Op::Write, it.path);
-        w.offset = off;
-        w.data = read_at(fd, off, static_cast<std::size_t>(std::min<std::uint64_t>(opt_.chunk, std::min(r.end, size) - off)));
-        p.add(std::move(w));
-      }
-    }
-    Request tr = req(Op::Truncate, it.path);
-    tr.offset = size;
-    p.add(std::move(tr));
+    ship_ranges(it, fd, size, p);
   } else if (it.want_sig && !it.sig.empty()) {
-    Result<std::string> delta = delta_of(it.sig, fd);
-    if (!delta) return whole_copy(it.path, fd, st, p);
-    std::size_t off = 0;
-    do {
-      Request d = req(Op::Delta, it.path);
-      d.data = delta->substr(off, opt_.chunk);
-      off += d.data.size();
-      if (off >= delta->size()) d.flags = kLast, d.meta = meta_of(&fd, st);
-      p.add(std::move(d));
-    } while (off < delta->size());
+    ship_delta(it, fd, st, p);
   } else {
     whole_copy(it.path, fd, st, p);
   }
   Request sm = req(Op::SetMeta, it.path);
   sm.meta = meta_of(&fd, st);
   p.add(std::move(sm));
-  if (st.st_nlink > 1) relink(it.path, st, p);
+  if (st.st_nlink > 1) {  // the other names are linked to this copy at the end of the batch
+    batch_copy_[key] = it.path;
+    names_[key].insert(it.path);
+  }
+}
+
+// A later name of an inode whose content this batch already sent: a Link
+// from the name it was sent to (requests apply in order, so the target has
+// it unless that copy failed, and then this name is sent whole next time).
+bool Shipper::link_to_copy(const Item& it, const struct stat& st, Pending& p) {
+  if (st.st_nlink <= 1 || no_link_.erase(it.path) != 0) return false;
+  const std::pair<dev_t, ino_t> key{st.st_dev, st.st_ino};
+  const auto c = batch_copy_.find(key);
+  if (c == batch_copy_.end() || c->second == it.path) return false;
+  Request l = req(Op::Link, c->second);
+  l.path2 = it.path;
+  p.add(std::move(l));
+  names_[key].insert(it.path);
+  return true;
+}
+
+// Journaled ranges in place: the data segments of the source as Write, its
+// holes as Punch (widened to whole blocks, which the source has as holes
+// too), then the size.
+void Shipper::ship_ranges(const Item& it, const Fd& fd, std::uint64_t size, Pending& p) const {
+  constexpr std::uint64_t kBlock = 4096;
+  for (const Range& r : it.ranges) {
+    const std::uint64_t end = std::min(r.end, size);
+    for (std::uint64_t pos = r.offset; pos < end;) {
+      const off_t d = ::lseek(fd.get(), static_cast<off_t>(pos), SEEK_DATA);
+      const std::uint64_t data = d < 0 ? size : static_cast<std::uint64_t>(d);  // ENXIO: a hole to EOF
+      if (data > pos) {
+        Request h = req(Op::Punch, it.path);
+        h.offset = pos / kBlock * kBlock;
+        const std::uint64_t stop = std::min(data, (end + kBlock - 1) / kBlock * kBlock);
+        h.data = encode_u64(stop - h.offset);
+        p.add(std::move(h));
+        pos = data;
+        continue;
+      }
+      const off_t h = ::lseek(fd.get(), static_cast<off_t>(pos), SEEK_HOLE);
+      const std::uint64_t stop = h < 0 ? end : std::min(end, static_cast<std::uint64_t>(h));
+      for (std::uint64_t off = pos; off < stop; off += opt_.chunk) {
+        Request w = req(Op::Write, it.path);
+        w.offset = off;
+        w.data = read_at(fd, off, static_cast<std::size_t>(std::min<std::uint64_t>(opt_.chunk, stop - off)));
+        p.add(std::move(w));
+      }
+      pos = std::max(stop, pos + 1);
+    }
+  }
+  Request tr = req(Op::Truncate, it.path);
+  tr.offset = size;
+  p.add(std::move(tr));
+}
+
+void Shipper::ship_delta(const Item& it, const Fd& fd, const struct stat& st, Pending& p) {
+  Result<std::string> delta = delta_of(it.sig, fd);
+  if (!delta) return whole_copy(it.path, fd, st, p);
+  std::size_t off = 0;
+  do {
+    Request d = req(Op::Delta, it.path);
+    d.data = delta->substr(off, opt_.chunk);
+    off += d.data.size();
+    if (off >= delta->size()) d.flags = kLast, d.meta = meta_of(&fd, st);
+    p.add(std::move(d));
+  } while (off < delta->size());
 }
 
 // BeginFile, the data segments (holes skipped), Truncate, CommitFile.
@@ -351,27 +408,38 @@ void Shipper::whole_copy(const std::string& path, const Fd& fd, const struct sta
   p.add(std::move(c));
 }
 
-// After a whole copy replaced the target's inode, link the other names this
-// session gave the same source inode to the new copy again.
-void Shipper::relink(const std::string& path, const struct stat& st, Pending& p) {
-  const std::pair<dev_t, ino_t> key{st.st_dev, st.st_ino};
-  std::set<std::string>& known = names_[key];
-  for (auto it = known.begin(); it != known.end();) {
-    struct stat o {};
-    if (::fstatat(root_.get(), it->c_str(), &o, AT_SYMLINK_NOFOLLOW) != 0 || o.st_dev != st.st_dev ||
-        o.st_ino != st.st_ino) {
-      it = known.erase(it);  // that name is something else now
-      continue;
+// The end of a batch: the content of each hard-linked inode went to one
+// name (a new inode on the target); link every other name this session gave
+// it, that still names it on the source, to that copy again.
+void Shipper::relink_all(Pending& p) {
+  p.cur = kRelinkItem;
+  for (const auto& [key, copy] : batch_copy_) {
+    std::set<std::string>& known = names_[key];
+    for (auto it = known.begin(); it != known.end();) {
+      struct stat o {};
+      if (::fstatat(root_.get(), it->c_str(), &o, AT_SYMLINK_NOFOLLOW) != 0 || o.st_dev != key.first ||
+          o.st_ino != key.second) {
+        it = known.erase(it);  // that name is something else now
+        continue;
+      }
+      if (*it != copy) {
+        Request l = req(Op::Link, copy);
+        l.path2 = *it;
+        p.add(std::move(l));
+      }
+      ++it;
     }
-    if (*it != path) {
-      Request l = req(Op::Link, path);
-      l.path2 = *it;
-      p.add(std::move(l));
-    }
-    ++it;
   }
-  known.insert(path);
-  sent_this_batch_.insert(key);
+  batch_copy_.clear();
+  p.cur = kNoItem;
+}
+
+// A Remove on the target: nothing at or below path can be a link source now.
+void Shipper::add_remove(const std::string& path, Pending& p) {
+  for (auto it = batch_copy_.begin(); it != batch_copy_.end();) {
+    it = path_under(it->second, path) ? batch_copy_.erase(it) : std::next(it);
+  }
+  p.add(req(Op::Remove, path));
 }
 
 void Shipper::refresh_dirs(Pending& p) {
@@ -410,27 +478,9 @@ Result<void> Shipper::flush(Transport& t, Pending& p, ShipReport& rep) {
   for (std::size_t i = 0; i < r->size(); ++i) {
     const Reply& rp = (*r)[i];
     if (rp.err == 0) continue;
-    const Request& rq = p.reqs[i];
     const std::size_t item = p.origin[i];
     if (item == kNoItem) return fail(rp.err, "barrier: " + rp.message);  // durability unknown
-    if (item == kRefreshItem) {  // a directory's times: ship that directory again
-      rep.retries.push_back({rq.path, false, rp.err, rp.message});
-      continue;
-    }
-    if (!p.failed.insert(item).second) continue;
-    const Item& it = (*p.items)[item];
-    if (it.op != nullptr) {  // a failed rename/link: ship both names in full
-      if (it.op->kind == Entry::Kind::Rename) rep.retries.push_back({it.op->path, true, rp.err, rp.message});
-      rep.retries.push_back({it.op->to_path, true, rp.err, rp.message});
-    } else {
-      rep.retries.push_back({it.path, rq.op == Op::Mkdir, rp.err, rp.message});
-    }
-    if (creates(rq.op) && (rp.err == ENOENT || rp.err == ENOTDIR)) {  // the parent is missing or wrong
-      const std::string& where = rq.op == Op::Link || rq.op == Op::Rename ? rq.path2 : rq.path;
-      if (!where.empty() && where.find('/') != std::string::npos) {
-        rep.retries.push_back({parent_of(where), true, rp.err, rp.message});
-      }
-    }
+    on_failure(p.reqs[i], rp, item, p, rep);
   }
   p.reqs.clear();
   p.origin.clear();
@@ -438,19 +488,78 @@ Result<void> Shipper::flush(Transport& t, Pending& p, ShipReport& rep) {
   return {};
 }
 
+// One failed request: retry what it was to create, in full. A failed Link
+// makes its new name a full copy next time; a path whose parent is missing
+// or wrong on the target has the parent re-shipped too.
+void Shipper::on_failure(const Request& rq, const Reply& rp, std::size_t item, Pending& p, ShipReport& rep) {
+  if (item == kRefreshItem) return add_retry(rep, rq.path, false, rp);  // a directory's times
+  if (rq.op == Op::Link) {
+    forget_name(rq.path2);
+    no_link_.insert(rq.path2);
+  }
+  if (item == kRelinkItem) {
+    add_retry(rep, rq.path2, false, rp);  // that name, as a full copy
+  } else if (const Item& it = (*p.items)[item]; it.op != nullptr) {
+    // A failed rename/link: ship both names in full.
+    if (it.op->kind == Entry::Kind::Rename) add_retry(rep, it.op->path, true, rp);
+    add_retry(rep, it.op->to_path, true, rp);
+  } else if (p.failed.insert(item).second) {
+    if (rq.op != Op::Link) forget_name(it.path);  // its content may not have landed
+    add_retry(rep, it.path, rq.op == Op::Mkdir, rp);
+  }
+  if (creates(rq.op) && (rp.err == ENOENT || rp.err == ENOTDIR)) {  // the parent is missing or wrong
+    const std::string& where = rq.op == Op::Link || rq.op == Op::Rename ? rq.path2 : rq.path;
+    if (where.find('/') != std::string::npos) add_retry(rep, parent_of(where), true, rp);
+  }
+}
+
+void Shipper::add_retry(ShipReport& rep, const std::string& path, bool subtree, const Reply& rp) {
+  for (const ShipReport::Retry& r : rep.retries) {
+    if (r.path == path && (r.subtree || !subtree)) return;
+  }
+  rep.retries.push_back({path, subtree, rp.err, rp.message});
+  // Failing again and again: the parent may be what is wrong on the target.
+  if (++failures_[path] >= 2 && path.find('/') != std::string::npos) {
+    const std::string parent = parent_of(path);
+    for (const ShipReport::Retry& r : rep.retries) {
+      if (r.path == parent && r.subtree) return;
+    }
+    rep.retries.push_back({parent, true, rp.err, rp.message});
+  }
+  if (failures_.size() > 65536) failures_.clear();
+}
+
+void Shipper::forget_name(const std::string& path) {
+  for (auto& [key, set] : names_) set.erase(path);
+  for (auto it = batch_copy_.begin(); it != batch_copy_.end();) {
+    it = it->second == path ? batch_copy_.erase(it) : std::next(it);
+  }
+}
+
 void Shipper::remap_names(const std::string& from, const std::string& to, bool exchange) {
+  auto moved = [&](const std::string& n) -> std::optional<std::string> {
+    if (path_under(n, from)) return to + n.substr(from.size());
+    if (path_under(n, to)) {
+      if (!exchange) return std::nullopt;  // replaced on the target
+      return from + n.substr(to.size());
+    }
+    return n;
+  };
   for (auto& [key, set] : names_) {
     std::set<std::string> out;
     for (const std::string& n : set) {
-      if (path_under(n, from)) {
-        out.insert(to + n.substr(from.size()));
-      } else if (path_under(n, to)) {
-        if (exchange) out.insert(from + n.substr(to.size()));
-      } else {
-        out.insert(n);
-      }
+      if (std::optional<std::string> m = moved(n)) out.insert(std::move(*m));
     }
     set = std::move(out);
+  }
+  for (auto it = batch_copy_.begin(); it != batch_copy_.end();) {
+    std::optional<std::string> m = moved(it->second);
+    if (!m) {
+      it = batch_copy_.erase(it);
+      continue;
+    }
+    it->second = std::move(*m);
+    ++it;
   }
 }
 

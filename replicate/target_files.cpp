@@ -41,6 +41,25 @@ Result<std::uint64_t> xxh64_fd(int fd, const std::string& path) {
   return XXH64_digest(st);
 }
 
+Receiver::Basis basis_of(const struct stat& st) {
+  Receiver::Basis b;
+  b.present = true;
+  b.dev = st.st_dev;
+  b.ino = st.st_ino;
+  b.size = st.st_size;
+  b.mtime = st.st_mtim;
+  b.ctime = st.st_ctim;
+  return b;
+}
+
+bool same_basis(const Receiver::Basis& a, const Receiver::Basis& b) {
+  if (a.present != b.present) return false;
+  return !a.present ||
+         (a.dev == b.dev && a.ino == b.ino && a.size == b.size && a.mtime.tv_sec == b.mtime.tv_sec &&
+          a.mtime.tv_nsec == b.mtime.tv_nsec && a.ctime.tv_sec == b.ctime.tv_sec &&
+          a.ctime.tv_nsec == b.ctime.tv_nsec);
+}
+
 }  // namespace
 
 Result<void> Receiver::op_begin(const Request& r) {
@@ -107,40 +126,65 @@ Result<void> Receiver::op_commit(const Request& r) {
 }
 
 Result<std::string> Receiver::op_signature(const Request& r) {
+  signed_.erase(r.path);
   Result<Parent> p = locate(root_.get(), r.path);
   if (!p) {
-    if (p.error().code == ENOENT) return std::string{};
-    return tl::unexpected(p.error());
+    if (p.error().code != ENOENT) return tl::unexpected(p.error());
+    signed_[r.path] = Basis{};
+    return std::string{};
   }
   Result<Fd> f = target::open_regular(p->fd, p->name, O_RDONLY);
   if (!f) {
     const int e = f.error().code;
-    if (e == ENOENT || e == EISDIR || e == EINVAL || e == ELOOP) return std::string{};  // no basis
-    return tl::unexpected(f.error());
+    if (e != ENOENT && e != EISDIR && e != EINVAL && e != ELOOP) return tl::unexpected(f.error());
+    signed_[r.path] = Basis{};  // no basis
+    return std::string{};
   }
-  return signature_of(*f);
+  Result<std::string> sig = signature_of(*f);
+  struct stat st {};
+  if (sig && ::fstat(f->get(), &st) == 0) signed_[r.path] = basis_of(st);
+  return sig;
+}
+
+// The first chunk of a delta: open the basis, which must be the file the
+// path's Signature described, and a temp to patch into.
+Result<void> Receiver::start_delta(const std::string& path) {
+  const auto sig = signed_.find(path);
+  const bool known = sig != signed_.end();
+  const Basis expected = known ? sig->second : Basis{};
+  signed_.erase(path);  // one delta per signature
+  Result<Parent> p = locate(root_.get(), path);
+  if (!p) return tl::unexpected(p.error());
+  Patching st;
+  Result<Fd> basis = target::open_regular(p->fd, p->name, O_RDONLY);
+  if (basis) st.basis = std::move(*basis);
+  else if (const int e = basis.error().code; e != ENOENT && e != EISDIR && e != EINVAL && e != ELOOP)
+    return tl::unexpected(basis.error());
+  struct stat bst {};
+  if (st.basis.valid() && ::fstat(st.basis.get(), &bst) == -1) return fail_errno("fstat", path);
+  const Basis now = st.basis.valid() ? basis_of(bst) : Basis{};
+  // Without a Signature only a basis-free (all-literal) delta is accepted.
+  if (!same_basis(now, expected) || (!known && now.present))
+    return fail(ESTALE, "delta basis changed since its signature: " + quoted(path));
+  Result<Fd> file = target::create_temp(p->fd, st.tmp);
+  if (!file) return tl::unexpected(file.error());
+  st.file = std::move(*file);
+  st.dir = p->owned.valid() ? std::move(p->owned) : Fd(::fcntl(p->fd, F_DUPFD_CLOEXEC, 0));
+  st.stream = std::make_unique<PatchStream>(st.basis, st.file);
+  const bool dir_ok = st.dir.valid();
+  patching_.insert_or_assign(path, std::move(st));
+  if (!dir_ok) {
+    forget_under(path);
+    return fail(EMFILE, "dup for delta " + quoted(path));
+  }
+  return {};
 }
 
 Result<void> Receiver::op_delta(const Request& r) {
   auto it = patching_.find(r.path);
   if (it == patching_.end()) {
-    Result<Parent> p = locate(root_.get(), r.path);
-    if (!p) return tl::unexpected(p.error());
-    Patching st;
-    Result<Fd> basis = target::open_regular(p->fd, p->name, O_RDONLY);
-    if (basis) st.basis = std::move(*basis);
-    else if (const int e = basis.error().code; e != ENOENT && e != EISDIR && e != EINVAL && e != ELOOP)
-      return tl::unexpected(basis.error());
-    Result<Fd> file = target::create_temp(p->fd, st.tmp);
-    if (!file) return tl::unexpected(file.error());
-    st.file = std::move(*file);
-    st.dir = p->owned.valid() ? std::move(p->owned) : Fd(::fcntl(p->fd, F_DUPFD_CLOEXEC, 0));
-    st.stream = std::make_unique<PatchStream>(st.basis, st.file);
-    it = patching_.insert_or_assign(r.path, std::move(st)).first;
-    if (!it->second.dir.valid()) {
-      forget_under(r.path);
-      return fail(EMFILE, "dup for delta " + quoted(r.path));
-    }
+    if (Result<void> s = start_delta(r.path); !s) return s;
+    it = patching_.find(r.path);
   }
   // The stream holds the basis and temp fd numbers; moving the Fds keeps them open.
   Result<void> fed = it->second.stream->feed(r.data);
@@ -153,6 +197,28 @@ Result<void> Receiver::op_delta(const Request& r) {
   }
   if (!fed) forget_under(r.path);
   return fed;
+}
+
+Result<void> Receiver::op_punch(const Request& r) {
+  if (Result<void> ok = target::check_path(r.path); !ok) return ok;
+  Result<std::uint64_t> len = decode_u64(r.data);
+  if (!len) return tl::unexpected(len.error());
+  if (r.offset > kMaxOffset || *len > kMaxOffset - r.offset) return fail(EFBIG, "punch " + quoted(r.path));
+  if (*len == 0) return {};
+  const auto off = static_cast<off_t>(r.offset), n = static_cast<off_t>(*len);
+  auto punch = [&](int fd) -> Result<void> {
+    if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, n) == 0) return {};
+    if (errno != EOPNOTSUPP) return fail_errno("punch hole", r.path);
+    // No hole support on the target: zeros are the same content.
+    return target::pwrite_zeros(fd, r.offset, *len);
+  };
+  if (auto it = staged_.find(r.path); it != staged_.end()) return punch(it->second.file.get());
+  Result<Parent> p = locate(root_.get(), r.path);
+  if (!p) return tl::unexpected(p.error());
+  Result<Fd> f = target::open_regular(p->fd, p->name, O_WRONLY);
+  if (!f) return tl::unexpected(f.error());
+  if (Result<void> w = punch(f->get()); !w) return w;
+  return touch_owned(std::move(*f));
 }
 
 Result<void> Receiver::finish_delta(const std::string& path, Patching& p, const Meta& meta) {

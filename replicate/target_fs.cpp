@@ -183,4 +183,14 @@ Result<void> pwrite_all(int fd, std::string_view data, std::uint64_t offset) {
   return {};
 }
 
+Result<void> pwrite_zeros(int fd, std::uint64_t offset, std::uint64_t length) {
+  const std::string zeros(std::size_t{64} << 10, '\0');
+  for (std::uint64_t done = 0; done < length;) {
+    const std::uint64_t n = std::min<std::uint64_t>(zeros.size(), length - done);
+    if (Result<void> w = pwrite_all(fd, std::string_view(zeros).substr(0, n), offset + done); !w) return w;
+    done += n;
+  }
+  return {};
+}
+
 }  // namespace mirrorfs::replicate::target

@@ -107,6 +107,23 @@ TEST(Delta, StreamedInSmallChunks) {
   EXPECT_TRUE(read_all(out) == t);
 }
 
+// Zero blocks of the patched output stay holes, trailing ones included (the
+// replica must keep the source's holes), and the content is still exact.
+TEST(Delta, PatchLeavesZeroBlocksAsHoles) {
+  const std::string basis_content = random_string(300'000, 7);
+  std::string t = random_string(64 << 10, 8) + std::string(256 << 10, '\0') +
+                  random_string(64 << 10, 9) + std::string(100 << 10, '\0');
+  t[(64 << 10) + (256 << 10) + 5] = 'x';
+  const Fd basis = mem_file(basis_content), target = mem_file(t), out = mem_file({});
+  Result<std::string> delta = delta_of(*signature_of(basis), target);
+  ASSERT_TRUE(delta);
+  ASSERT_TRUE(patch(basis, *delta, out));
+  EXPECT_TRUE(read_all(out) == t);
+  EXPECT_EQ(::lseek(out.get(), 0, SEEK_HOLE), 64 << 10);
+  EXPECT_EQ(::lseek(out.get(), 64 << 10, SEEK_DATA), (64 << 10) + (256 << 10));
+  EXPECT_EQ(::lseek(out.get(), (128 << 10) + (256 << 10), SEEK_DATA), -1);  // ENXIO: a hole to EOF
+}
+
 TEST(Delta, CorruptOrTruncatedDeltaIsAnError) {
   const std::string s = random_string(50'000, 6);
   const Fd basis = mem_file(s), target = mem_file(s + "x");

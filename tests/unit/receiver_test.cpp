@@ -215,6 +215,65 @@ TEST_F(ReceiverTest, SignatureDeltaAndChecksum) {
   EXPECT_TRUE(temps().empty());
 }
 
+// A namespace op between a Signature and its Delta changed the basis: the
+// delta must not be patched onto the other file (that corrupts it, or fails
+// as EIO); it fails ESTALE and leaves the file alone.
+TEST_F(ReceiverTest, DeltaAgainstAChangedBasisFailsStale) {
+  const std::string old_content(100'000, 'o'), other(120'000, 'z');
+  std::string new_content = old_content;
+  new_content.replace(5000, 3, "NEW");
+  spit(at("f"), old_content);
+  spit(at("g"), other);
+  const std::string src = base_ + "/src";
+  spit(src, new_content);
+  Fd sfd(::open(src.c_str(), O_RDONLY | O_CLOEXEC));
+  Reply sig = call(Op::Signature, "f");
+  ok(sig);
+  ok(call(Op::Rename, "g", "f"));
+  Result<std::string> delta = delta_of(sig.data, sfd);
+  ASSERT_TRUE(delta);
+  EXPECT_EQ(call(Op::Delta, "f", {}, *delta, 0, kLast).err, ESTALE);
+  EXPECT_TRUE(slurp(at("f")) == other);
+  EXPECT_TRUE(temps().empty());
+  // Changed in place (same inode) after the signature: stale too.
+  sig = call(Op::Signature, "f");
+  spit(at("f"), old_content);
+  EXPECT_EQ(call(Op::Delta, "f", {}, *delta_of(sig.data, sfd), 0, kLast).err, ESTALE);
+  // Without any signature, a delta onto an existing file is refused.
+  EXPECT_EQ(call(Op::Delta, "f", {}, *delta, 0, kLast).err, ESTALE);
+  // Signed again, unchanged: it applies.
+  sig = call(Op::Signature, "f");
+  ok(call(Op::Delta, "f", {}, *delta_of(sig.data, sfd), 0, kLast));
+  EXPECT_TRUE(slurp(at("f")) == new_content);
+  EXPECT_TRUE(temps().empty());
+}
+
+// Punch makes a hole in place (size kept); a patched file keeps zero blocks
+// as holes.
+TEST_F(ReceiverTest, PunchAndDeltaKeepHoles) {
+  spit(at("f"), std::string(64 << 10, 'd'));
+  ok(call(Op::Punch, "f", {}, encode_u64(16 << 10), 8 << 10));
+  std::string want(64 << 10, 'd');
+  want.replace(8 << 10, 16 << 10, std::string(16 << 10, '\0'));
+  EXPECT_TRUE(slurp(at("f")) == want);
+  Fd f(::open(at("f").c_str(), O_RDONLY | O_CLOEXEC));
+  EXPECT_EQ(::lseek(f.get(), 0, SEEK_HOLE), 8 << 10);
+  EXPECT_EQ(::lseek(f.get(), 8 << 10, SEEK_DATA), 24 << 10);
+  EXPECT_NE(call(Op::Punch, "f", {}, "short", 0).err, 0);  // malformed length
+
+  const std::string sparse = std::string(40 << 10, 'a') + std::string(200 << 10, '\0') + "end";
+  const std::string src = base_ + "/src";
+  spit(src, sparse);
+  Fd sfd(::open(src.c_str(), O_RDONLY | O_CLOEXEC));
+  Reply sig = call(Op::Signature, "f");
+  ok(sig);
+  ok(call(Op::Delta, "f", {}, *delta_of(sig.data, sfd), 0, kLast));
+  EXPECT_TRUE(slurp(at("f")) == sparse);
+  Fd g(::open(at("f").c_str(), O_RDONLY | O_CLOEXEC));
+  EXPECT_EQ(::lseek(g.get(), 0, SEEK_HOLE), 40 << 10);
+  EXPECT_EQ(::lseek(g.get(), 40 << 10, SEEK_DATA), 240 << 10);
+}
+
 TEST_F(ReceiverTest, SymlinkLinkMknod) {
   spit(at("f"), "x");
   ok(call(Op::Symlink, "f", "/etc/passwd"));  // replaces the file; the text is data
@@ -296,7 +355,8 @@ TEST_F(ReceiverTest, HostilePathsAreRejected) {
   for (const std::string& p : bad) {
     SCOPED_TRACE(quoted(p));
     for (Op op : {Op::Mkdir, Op::BeginFile, Op::Write, Op::Truncate, Op::Signature, Op::Delta,
-                  Op::SetMeta, Op::Symlink, Op::Mknod, Op::Remove, Op::Stat, Op::Checksum}) {
+                  Op::SetMeta, Op::Symlink, Op::Mknod, Op::Remove, Op::Stat, Op::Checksum,
+                  Op::Punch}) {
       const Reply r = call(op, p, "t", "data", 0, kLast, meta_of(S_IFIFO | 0777, 0, 0));
       EXPECT_TRUE(r.err == EINVAL || r.err == ENAMETOOLONG) << "op " << int(op) << ": " << r.err;
     }
@@ -321,7 +381,7 @@ TEST_F(ReceiverTest, DirectorySwappedForSymlinkCannotEscape) {
   const Meta m = meta_of(S_IFREG | 0777, 1, 1);
   for (Op op : {Op::Mkdir, Op::BeginFile, Op::Write, Op::Truncate, Op::CommitFile, Op::Delta,
                 Op::SetMeta, Op::Symlink, Op::Mknod, Op::Remove, Op::Stat, Op::Checksum,
-                Op::Signature}) {
+                Op::Signature, Op::Punch}) {
     for (const char* p : {"d/secret", "d/sub/x", "d/staged", "d/sub"}) {
       const Reply r = call(op, p, "t", "pwned", 0, kLast, m);
       // Write/Truncate to a staged path go to its temp, which stays inside

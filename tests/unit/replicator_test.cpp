@@ -152,6 +152,23 @@ TEST(ReplicatorEngine, FailedRequestIsRetriedInFull) {
   EXPECT_EQ(count_ops(*r.state, Op::Remove, "d"), 1u);  // replace before the retry
 }
 
+// A hard link whose Link request fails is shipped as a full copy next,
+// never linked again from a name the target may lack: the retry makes
+// progress and the queue drains.
+TEST(ReplicatorEngine, FailedLinkIsShippedWholeNextTime) {
+  FakeRig r;
+  r.state->fail_op = Op::Link;
+  write_file(r.src.sub("a"), "shared inode");
+  ASSERT_EQ(::link(r.src.sub("a").c_str(), r.src.sub("b").c_str()), 0);
+  r.journal.record(ch(ChangeKind::Created, "a"));
+  r.journal.record(ch(ChangeKind::Created, "b"));
+  r.repl.start();
+  ASSERT_TRUE(r.repl.drain(5s));
+  EXPECT_EQ(count_ops(*r.state, Op::BeginFile, "a"), 1u);
+  EXPECT_EQ(count_ops(*r.state, Op::BeginFile, "b"), 1u);  // the retry: a copy, not a link
+  EXPECT_GE(count_ops(*r.state, Op::Link, "b"), 1u);       // then "a" is linked to it again
+}
+
 TEST(ReplicatorEngine, DrainTimesOutWhileDisconnected) {
   FakeRig r;
   r.state->fail_connects = 1000;
@@ -246,6 +263,55 @@ TEST(ReplicatorLocal, LargeFileRewriteGoesThroughDelta) {
   ASSERT_TRUE(r.repl->drain(10s));
   EXPECT_EQ(r.diff(), "");
   EXPECT_LT(r.repl->status().bytes_sent - before, 256u << 10);  // a delta, not the whole MiB
+}
+
+// The signature of a large file is asked for after the batch's earlier
+// rename has landed: a delta computed against the pre-rename file would be
+// patched onto the renamed one (corrupt content, or EIO forever).
+TEST(ReplicatorLocal, SignatureFollowsTheBatchRename) {
+  LocalRig r(64 << 10);
+  std::string f(256 << 10, 'f'), g(256 << 10, '\0');
+  for (std::size_t i = 0; i < g.size(); ++i) g[i] = static_cast<char>('a' + (i * 7) % 26);
+  write_file(r.src.sub("f"), f);
+  r.rec(ch(ChangeKind::Created, "f"));
+  write_file(r.src.sub("g"), g);
+  r.rec(ch(ChangeKind::Created, "g"));
+  ASSERT_TRUE(r.repl->drain(10s));
+  for (int round = 0; round < 20; ++round) {
+    ASSERT_EQ(::rename(r.src.sub("f").c_str(), r.src.sub("g").c_str()), 0);  // g's inode is gone
+    r.rec(ch(ChangeKind::Renamed, "f", "g"));
+    g.replace(static_cast<std::size_t>(round) * 1000, 4, "EDIT");
+    write_file(r.src.sub("g"), g);  // a full rewrite: shipped by signature + delta
+    r.rec(ch(ChangeKind::Created, "g"));
+    write_file(r.src.sub("f"), f);
+    r.rec(ch(ChangeKind::Created, "f"));
+    ASSERT_TRUE(r.repl->drain(10s));
+    ASSERT_EQ(r.diff(), "") << "round " << round;
+    EXPECT_EQ(r.repl->status().last_error, "") << "round " << round;
+  }
+}
+
+// A range over a hole of the source (truncated short, then extended) is
+// punched on the target: holes stay holes.
+TEST(ReplicatorLocal, RangesOverSourceHolesStayHoles) {
+  LocalRig r(64 << 10);
+  write_file(r.src.sub("f"), std::string(1 << 20, 'x'));
+  r.rec(ch(ChangeKind::Created, "f"));
+  ASSERT_TRUE(r.repl->drain(10s));
+  ASSERT_EQ(::truncate(r.src.sub("f").c_str(), 10000), 0);
+  r.rec(ch(ChangeKind::Data, "f", {}, 10000, Change::kToEnd));
+  ASSERT_EQ(::truncate(r.src.sub("f").c_str(), 1 << 20), 0);
+  r.rec(ch(ChangeKind::Data, "f", {}, 10000, Change::kToEnd));
+  write_file(r.src.sub("f"), "tail", (1 << 20) - 4, false);
+  r.rec(ch(ChangeKind::Data, "f", {}, (1 << 20) - 4, 4));
+  ASSERT_TRUE(r.repl->drain(10s));
+  test::CompareOptions o;
+  o.dir_mtime = false;
+  o.root_meta = false;
+  o.holes = true;
+  EXPECT_EQ(test::join_lines(test::compare_trees(r.src.path(), r.dst.path(), o)), "");
+  Fd fd(::open(r.dst.sub("f").c_str(), O_RDONLY | O_CLOEXEC));
+  EXPECT_EQ(::lseek(fd.get(), 0, SEEK_HOLE), 12288);
 }
 
 // A path taken for shipping while a concurrent rename moves it: the rename
