@@ -47,6 +47,9 @@ Options (-o):
                       host:/path, ssh://[user@]host[:port]/path
   delay=DURATION      batching window before shipping (default 2ms)
   delete=yes|no       propagate deletions (default yes)
+  initial_sync=full|none
+                      at mount, ship the whole tree to each target before
+                      the changes (full, the default), or trust the target
   ssh=COMMAND         ssh command and options (default "ssh")
   agent=PATH          mirrorfs binary on the target (default "mirrorfs")
   drain_timeout=DUR   how long unmount waits for pending changes (default 30s)
@@ -189,6 +192,7 @@ int run_mount(MountOptions o) {
   replicate::ReplicatorOptions ro;
   ro.delay = o.delay;
   ro.delete_missing = o.delete_extra;
+  ro.initial_sync = o.initial_sync;
   for (const auto& spec : specs)
     reps.push_back(std::make_unique<replicate::Replicator>(journal, spec, (*session)->root(), ro,
                                                            repl_log));

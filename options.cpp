@@ -57,7 +57,7 @@ Result<void> need_value(std::string_view key, std::string_view v) {
 // better than silently ignoring what the user asked for.
 bool is_planned(std::string_view key) {
   static const std::set<std::string_view> kPlanned = {
-      "sync", "exclude", "exclude_from", "bwlimit", "initial_sync", "state_dir",
+      "sync", "exclude", "exclude_from", "bwlimit", "state_dir",
       "transport", "sync_timeout", "force"};
   return kPlanned.count(key) > 0;
 }
@@ -81,6 +81,15 @@ Result<void> apply_one(std::string_view key, std::string_view value, bool has_va
     auto b = parse_bool(key, value);
     if (!b) return tl::unexpected(b.error());
     o.delete_extra = *b;
+  } else if (key == "initial_sync") {
+    if (value == "full" || value == "none") {
+      o.initial_sync = value == "full";
+    } else if (value == "quick" || value == "checksum") {
+      return fail(ENOTSUP, "option initial_sync=" + std::string(value) +
+                               " is not supported yet; use full or none");
+    } else {
+      return fail(EINVAL, "option initial_sync=" + std::string(value) + ": expected full or none");
+    }
   } else if (key == "writeback") {
     auto b = parse_bool(key, value);
     if (!b) return tl::unexpected(b.error());

@@ -18,6 +18,7 @@ struct MountOptions {
   std::vector<std::string> targets;                  // target= (repeatable)
   std::chrono::milliseconds delay{2};                // delay=  batching window
   bool delete_extra = true;                          // delete=yes|no
+  bool initial_sync = true;                          // initial_sync=full|none
   std::string ssh = "ssh";                           // ssh=    command and options
   std::string agent = "mirrorfs";                    // agent=  remote binary
   std::chrono::milliseconds drain_timeout{30000};    // drain_timeout= on unmount

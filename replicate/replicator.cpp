@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstring>
+#include <thread>
 
 namespace mirrorfs::replicate {
 namespace {
@@ -29,13 +30,15 @@ ShipOptions ship_options(const ReplicatorOptions& o) {
 Replicator::Replicator(Journal& journal, TargetSpec spec, const Fd& source_root, ReplicatorOptions opt,
                        std::shared_ptr<spdlog::logger> log, TransportFactory factory)
     : journal_(journal),
+      root_(source_root),
       spec_(std::move(spec)),
       opt_(opt),
       log_(std::move(log)),
       factory_(factory ? std::move(factory) : TransportFactory(connect)),
       id_(journal.add_target(spec_.url)),
       index_(g_next_index.fetch_add(1)),
-      shipper_(source_root, ship_options(opt_), log_) {}
+      shipper_(source_root, ship_options(opt_), log_),
+      initial_done_(!opt_.initial_sync) {}
 
 Replicator::~Replicator() { stop(); }
 
@@ -52,7 +55,12 @@ void Replicator::stop() {
 }
 
 bool Replicator::drain(std::chrono::milliseconds timeout) {
-  return journal_.wait_idle(id_, Clock::now() + timeout);
+  const auto deadline = Clock::now() + timeout;
+  while (!initial_done_.load()) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return journal_.wait_idle(id_, deadline);
 }
 
 ReplicatorStatus Replicator::status() const {
@@ -61,6 +69,9 @@ ReplicatorStatus Replicator::status() const {
   s.connected = connected_.load();
   const QueueStats q = journal_.stats(id_);
   s.pending = q.pending + q.in_flight;
+  s.initial_sync_done = initial_done_.load();
+  s.initial_entries = initial_entries_.load();
+  if (!s.initial_sync_done) s.pending += 1;  // the tree itself is still pending
   s.lag_seconds = std::chrono::duration<double>(q.oldest_age).count();
   s.acked_seq = q.acked_seq;
   s.last_seq = q.last_seq;
@@ -95,6 +106,10 @@ void Replicator::run(std::stop_token st) noexcept {
 void Replicator::loop(std::stop_token st) {
   while (!st.stop_requested()) {
     if (!ensure_connected(st)) continue;
+    if (!initial_done_.load()) {
+      if (!ship_initial_chunk(st)) sleep_for(st, next_backoff());
+      continue;
+    }
     if (!journal_.wait_for_work(id_, st)) return;
     sleep_for(st, opt_.delay);  // let a burst of changes coalesce
     if (st.stop_requested()) return;
@@ -124,15 +139,49 @@ bool Replicator::ensure_connected(std::stop_token st) {
   return true;
 }
 
-// Ships one batch; false if the caller should back off before the next.
+// Ships one journal batch; false if the caller should back off before the next.
 bool Replicator::ship_one(std::stop_token st) {
   Batch b = journal_.take_batch(id_, opt_.max_batch);
   if (b.entries.empty()) return true;
+  return ship_batch(st, b, true);
+}
+
+// The next part of the startup pass over the whole tree.
+bool Replicator::ship_initial_chunk(std::stop_token st) {
+  if (!walk_) {
+    walk_ = std::make_unique<TreeWalk>(root_);
+    walk_started_ = std::chrono::steady_clock::now();
+    initial_entries_ = 0;
+    log_->info("repl[{}]: initial sync to {} started (every entry, in full)", index_,
+               quoted(spec_.url));
+  }
+  Batch b = walk_->next(opt_.initial_batch);
+  if (b.entries.empty()) {
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - walk_started_).count();
+    log_->info("repl[{}]: initial sync to {} done: {} entries in {:.1f}s, {} unreadable", index_,
+               quoted(spec_.url), initial_entries_.load(), secs, walk_->errors());
+    walk_.reset();
+    initial_done_ = true;
+    return true;
+  }
+  const std::size_t n = b.entries.size();
+  if (!ship_batch(st, b, false)) return false;
+  initial_entries_ += n;
+  log_->debug("repl[{}]: initial sync: {} entries so far", index_, initial_entries_.load());
+  return true;
+}
+
+// Ships b; journal batches are completed or requeued in the journal, startup
+// batches restart the pass on a broken session. Per-path failures go to the
+// journal as retries either way.
+bool Replicator::ship_batch(std::stop_token st, Batch& b, bool from_journal) {
   const std::uint64_t before = transport_->bytes_sent();
   Result<ShipReport> r = shipper_.ship(*transport_, b);
   bytes_sent_ += transport_->bytes_sent() - before;
   if (!r) {
-    journal_.requeue(id_, std::move(b));
+    if (from_journal) journal_.requeue(id_, std::move(b));
+    else walk_.reset();  // start the pass again once reconnected
     const auto wait = next_backoff();
     note_error(r.error().what + ": " + errno_name(r.error().code));
     log_->warn("repl[{}]: batch to {} failed: {}: {}; reconnecting in {}ms", index_, quoted(spec_.url),
@@ -153,7 +202,7 @@ bool Replicator::ship_one(std::stop_token st) {
   }
   files_sent_ += r->files;  // before complete(): drain() returns on it
   ++batches_;
-  journal_.complete(id_);
+  if (from_journal) journal_.complete(id_);
   log_->debug("repl[{}]: batch of {} entries shipped, {} retries", index_, b.entries.size(), r->retries.size());
   return r->retries.empty();
 }

@@ -7,6 +7,12 @@
 // thread; it connects, retrying with backoff) -> ... -> drain(timeout)
 // (optional, at unmount) -> stop() (or the destructor).
 //
+// Startup: unless initial_sync is off, the first thing a connected thread
+// does is ship the whole source tree (TreeWalk, in batches), before and
+// between journal batches nothing else; changes recorded meanwhile wait in
+// the journal and ship after, as current state. A broken session restarts
+// the pass.
+//
 // The loop: wait for work, wait `delay` (batching window), take a batch,
 // ship it (Shipper: current state of each path, ops replayed, Barrier last),
 // then complete() it in the journal. A broken session: log, requeue the whole
@@ -30,6 +36,7 @@
 #include "fs/api/fd.hpp"
 #include "replicate/journal.hpp"
 #include "replicate/shipper.hpp"
+#include "replicate/tree_walk.hpp"
 #include "replicate/transport.hpp"
 
 namespace spdlog {
@@ -45,6 +52,8 @@ struct ReplicatorOptions {
   std::uint64_t in_place_min = std::uint64_t{1} << 20;
   std::chrono::milliseconds backoff_min{100};
   std::chrono::milliseconds backoff_max{10'000};
+  bool initial_sync = true;            // ship the whole tree once at start
+  std::size_t initial_batch = 1000;    // entries per startup-sync batch
 };
 
 struct ReplicatorStatus {
@@ -57,6 +66,8 @@ struct ReplicatorStatus {
   std::uint64_t batches = 0;
   std::uint64_t acked_seq = 0;  // every change with seq <= this has landed
   std::uint64_t last_seq = 0;
+  bool initial_sync_done = true;     // the startup pass over the tree has finished
+  std::uint64_t initial_entries = 0;  // entries the startup pass shipped so far
   std::string last_error;  // "" if none yet
   std::chrono::system_clock::time_point last_error_time{};
 };
@@ -85,11 +96,14 @@ class Replicator {
   void loop(std::stop_token st);
   bool ensure_connected(std::stop_token st);
   bool ship_one(std::stop_token st);
+  bool ship_initial_chunk(std::stop_token st);
+  bool ship_batch(std::stop_token st, Batch& b, bool from_journal);
   void sleep_for(std::stop_token st, std::chrono::milliseconds d);
   void note_error(const std::string& what);
   std::chrono::milliseconds next_backoff();
 
   Journal& journal_;
+  const Fd& root_;
   TargetSpec spec_;
   ReplicatorOptions opt_;
   std::shared_ptr<spdlog::logger> log_;
@@ -99,6 +113,11 @@ class Replicator {
   Shipper shipper_;                        // replicator thread only
   std::unique_ptr<Transport> transport_;   // replicator thread only
   std::chrono::milliseconds backoff_{0};   // replicator thread only
+  std::unique_ptr<TreeWalk> walk_;         // replicator thread only: startup pass
+  std::chrono::steady_clock::time_point walk_started_{};
+
+  std::atomic<bool> initial_done_{false};
+  std::atomic<std::uint64_t> initial_entries_{0};
 
   std::atomic<bool> connected_{false};
   std::atomic<std::uint64_t> bytes_sent_{0}, files_sent_{0}, batches_{0};

@@ -66,6 +66,9 @@ std::string format_status_text(const MountSummary& m, const std::vector<Replicat
     out += std::string("  lag:        ") + lag + " (changes " + std::to_string(t.acked_seq) +
            " of " + std::to_string(t.last_seq) + " landed)\n";
     out += "  pending:    " + std::to_string(t.pending) + " journal entries\n";
+    out += "  initial:    " +
+           std::string(t.initial_sync_done ? "done, " : "IN PROGRESS, ") +
+           std::to_string(t.initial_entries) + " entries shipped\n";
     out += "  sent:       " + human_bytes(t.bytes_sent) + ", " + std::to_string(t.files_sent) +
            " files, " + std::to_string(t.batches) + " batches\n";
     out += "  last error: " +
@@ -88,6 +91,8 @@ std::string format_status_json(const MountSummary& m, const std::vector<Replicat
     out += "{\"target\":" + json_string(t.target) +
            ",\"connected\":" + (t.connected ? "true" : "false") + ",\"lag_seconds\":" + lag +
            ",\"pending\":" + std::to_string(t.pending) +
+           ",\"initial_sync_done\":" + (t.initial_sync_done ? "true" : "false") +
+           ",\"initial_entries\":" + std::to_string(t.initial_entries) +
            ",\"bytes_sent\":" + std::to_string(t.bytes_sent) +
            ",\"files_sent\":" + std::to_string(t.files_sent) +
            ",\"batches\":" + std::to_string(t.batches) +

@@ -57,6 +57,18 @@ TEST(Replication, ScriptedWorkloadToSshTarget) {
   expect_level(src, rep, mnt);
 }
 
+// What was there before the mount reaches the target too (startup pass).
+TEST(Replication, InitialSyncShipsThePreexistingTree) {
+  TempDir t;
+  const std::string src = t.mkdir("src"), mnt = t.mkdir("mnt"), rep = t.mkdir("rep");
+  ASSERT_EQ(run_scripted_workload(src), "");  // straight into the backing directory
+  MountGuard m(src, mnt, {.options = {"target=" + rep}});
+  ASSERT_TRUE(m.ok()) << m.error();
+  expect_level(src, rep, mnt);
+  run_random_workload(mnt, {.seed = seed(), .threads = 2, .ops_per_thread = 100});
+  expect_level(src, rep, mnt);
+}
+
 TEST(Replication, TwoTargetsBothConverge) {
   TempDir t;
   const std::string src = t.mkdir("src"), mnt = t.mkdir("mnt");
