@@ -10,6 +10,15 @@
 #include "replicate/journal_queue.hpp"
 
 namespace mirrorfs::replicate {
+namespace {
+
+// True if p lies under one of `names` or one of them lies under p.
+bool overlaps(const std::string& p, const std::vector<std::string>& names) {
+  return std::any_of(names.begin(), names.end(),
+                     [&](const std::string& d) { return path_under(p, d) || path_under(d, p); });
+}
+
+}  // namespace
 
 // ---- TargetQueue: batches ------------------------------------------------
 
@@ -27,9 +36,9 @@ std::vector<Entry> TargetQueue::take(std::size_t max) {
       }
       out.push_back(std::move(e));
     } else {
+      inflight_ops_.push_back(std::get<Entry>(node.mapped()));
       out.push_back(std::move(std::get<Entry>(node.mapped())));
       --ops_;
-      ++inflight_ops_;
     }
   }
   if (overflow_ && out.size() < max) {  // bad_alloc was seen: rescan everything
@@ -51,27 +60,60 @@ std::vector<Entry> TargetQueue::take(std::size_t max) {
 void TargetQueue::complete() {
   flight_renames_.clear();
   inflight_.clear();
-  inflight_ops_ = 0;
+  inflight_ops_.clear();
   inflight_first_seq_ = 0;
   inflight_oldest_ = {};
 }
 
 // A broken session may have applied any prefix of the batch, and renames
 // are not idempotent (an exchange applied twice undoes itself): requeued ops
-// become marks that ship the current state of the names they touched.
+// become marks that re-ship both names in full, and the pending ops that
+// touch those names (recorded as if the op had landed) degrade too. Marks go
+// back to their place, or merge into a newer mark of their path; a `replace`
+// that so moves past pending ops, or a mark whose name a pending op touches,
+// re-ships the whole tree there instead.
 void TargetQueue::requeue(std::vector<Entry>&& entries) {
+  std::vector<std::string> op_paths;  // names the pending ops touch
+  for (const auto& kv : order_) {
+    if (const auto* op = std::get_if<Entry>(&kv.second)) op_paths.insert(op_paths.end(), {op->path, op->to_path});
+  }
+  std::vector<std::string> dirty;
   for (Entry& e : entries) {
-    if (e.kind == Entry::Kind::Path) {
-      merge_into_marks(std::move(e), true);
-    } else {
+    if (e.kind != Entry::Kind::Path) {
+      dirty.push_back(e.path);
+      dirty.push_back(e.to_path);
       degrade_op(std::move(e), true);
+      continue;
     }
+    auto it = marks_.find(e.path);
+    // Back in place before a pending op on its name, later changes of the
+    // object that op brings would coalesce into it: ship it in full last.
+    const bool moved_on = overlaps(e.path, op_paths);
+    if (moved_on || (it != marks_.end() && (e.replace || it->second.replace))) {
+      dirty.push_back(e.path);
+      e.exist = e.subtree = true;
+      e.replace |= moved_on;
+      e.ranges.clear();
+    }
+    merge_into_marks(std::move(e), !moved_on);
   }
   complete();
+  settle(std::move(dirty));
 }
 
-void TargetQueue::retry(const std::string& path, bool subtree, std::uint64_t seq, Clock::time_point now) {
-  std::vector<std::string> names{path};  // path as named at take time, and where it went since
+// A path of the batch failed: the target holds something unknown there, so
+// remove it and ship it again in full (subtree too: `replace` removes the
+// target's whole tree there). Marks every name it has had since: through the
+// batch's own ops (they ran after it, on the unknown state), the renames
+// recorded meanwhile, and the pending ops, which degrade.
+void TargetQueue::retry(const std::string& path, bool /*subtree*/, std::uint64_t seq, Clock::time_point now) {
+  std::vector<std::string> names{path};
+  for (const Entry& op : inflight_ops_) {
+    if (overlaps(op.path, names) || overlaps(op.to_path, names)) {
+      names.push_back(op.path);
+      names.push_back(op.to_path);
+    }
+  }
   for (const FlightRename& r : flight_renames_) {
     const std::size_t n = names.size();
     for (std::size_t i = 0; i < n; ++i) {
@@ -79,14 +121,44 @@ void TargetQueue::retry(const std::string& path, bool subtree, std::uint64_t seq
       if (r.exchange && path_under(names[i], r.to)) names.push_back(path_remap(names[i], r.to, r.from));
     }
   }
+  settle(names);
   for (const std::string& p : names) {
     Entry& m = mark(p, seq, now);
-    m.exist = m.replace = true;
-    m.subtree |= subtree;
+    m.exist = m.replace = m.subtree = true;
     m.ranges.clear();
     place_last(m);
   }
   enforce_limit(seq, now);
+}
+
+// The target's state under the `dirty` names is unknown from here on: every
+// pending op that reads or writes there (either name overlapping one) turns
+// into marks, and its names become unknown too, transitively in log order.
+void TargetQueue::settle(std::vector<std::string> dirty) {
+  if (dirty.empty() || ops_ == 0) return;
+  std::vector<std::uint64_t> op_pos;  // settling only adds marks: this list stays complete
+  for (const auto& [pos, slot] : order_) {
+    if (std::holds_alternative<Entry>(slot)) op_pos.push_back(pos);
+  }
+  for (const std::uint64_t pos : op_pos) {
+    auto it = order_.find(pos);
+    Entry& op = std::get<Entry>(it->second);
+    if (!overlaps(op.path, dirty) && !overlaps(op.to_path, dirty)) continue;
+    Entry e = std::move(op);
+    order_.erase(it);
+    --ops_;
+    dirty.push_back(e.path);
+    dirty.push_back(e.to_path);
+    degrade_op(std::move(e), true);
+  }
+}
+
+std::vector<std::string> TargetQueue::inflight_in_place(const std::string& dir) const {
+  std::vector<std::string> out;
+  for (auto it = inflight_.lower_bound(dir); it != inflight_.end() && it->first.starts_with(dir); ++it) {
+    if (path_under(it->first, dir) && !it->second.exist) out.push_back(it->first);
+  }
+  return out;
 }
 
 void TargetQueue::set_overflow(std::uint64_t seq) noexcept {
@@ -105,7 +177,10 @@ void TargetQueue::enforce_limit(std::uint64_t seq, Clock::time_point now) {
   }
 }
 
-// Turns a Rename/Link op into marks on the names it touched.
+// Turns a Rename/Link op into marks on the names it touched. Whether or not
+// the target applied it, both names of a rename are shipped in full after
+// removing what the target has there (the old name may since hold a new
+// object; the new name the target's stale one).
 void TargetQueue::degrade_op(Entry&& op, bool keep_pos) {
   const bool rename = op.kind == Entry::Kind::Rename;
   const bool exchange = rename && (op.flags & 2u) != 0;
@@ -122,7 +197,7 @@ void TargetQueue::degrade_op(Entry&& op, bool keep_pos) {
     Entry from = to;
     from.path = op.path;
     from.removed = !exchange;
-    from.subtree = from.replace = exchange;
+    from.subtree = from.replace = true;
     merge_into_marks(std::move(from), keep_pos);
     to.pos = 0;
   }
@@ -198,7 +273,7 @@ bool TargetQueue::collapse_busiest_dir(std::uint64_t seq, Clock::time_point now)
 QueueStats TargetQueue::stats(Clock::time_point now) const {
   QueueStats s;
   s.pending = order_.size() + (overflow_ ? 1 : 0);
-  s.in_flight = inflight_.size() + inflight_ops_;
+  s.in_flight = inflight_.size() + inflight_ops_.size();
   Clock::time_point oldest = inflight_oldest_;
   std::uint64_t first = inflight_first_seq_;
   auto consider = [&](const Entry& e) {
@@ -222,7 +297,7 @@ QueueStats TargetQueue::stats(Clock::time_point now) const {
 // ---- Journal ---------------------------------------------------------------
 
 Journal::Journal(JournalLimits limits, std::shared_ptr<spdlog::logger> log)
-    : limits_(limits), log_(std::move(log)) {}
+    : limits_(limits), log_(std::move(log)), links_(std::make_unique<LinkIndex>()) {}
 
 Journal::~Journal() = default;
 
@@ -238,9 +313,22 @@ void Journal::record(const Change& c) noexcept {
     {
       std::lock_guard lk(mu_);
       const std::uint64_t seq = ++seq_;
+      std::vector<Change> all{c};  // c, and c on the other names of its inode
+      try {
+        guard_links(c, seq, now);
+        links_->on_change(c);
+        if (c.kind == ChangeKind::Data || c.kind == ChangeKind::Meta) {
+          for (std::string& p : links_->others(c.path)) {
+            all.push_back(c);
+            all.back().path = std::move(p);
+          }
+        }
+      } catch (...) {  // bad_alloc: the link groups may be incomplete now
+        for (auto& q : queues_) q->set_overflow(seq);
+      }
       for (auto& q : queues_) {
         try {
-          q->apply(c, seq, now);
+          for (const Change& one : all) q->apply(one, seq, now);
         } catch (...) {  // bad_alloc: never drop, rescan instead
           q->set_overflow(seq);
         }
@@ -248,6 +336,24 @@ void Journal::record(const Change& c) noexcept {
     }
     work_cv_.notify_all();
   } catch (...) {  // std::system_error from the mutex: nothing sane left to do
+  }
+}
+
+// A mark in flight at a path whose object c replaces or moves may write the
+// new object's bytes or mode into the target's old inode in place, which the
+// target shares with the other names of a hard link: ship those in full.
+void Journal::guard_links(const Change& c, std::uint64_t seq, Clock::time_point now) {
+  if (c.kind == ChangeKind::Data || c.kind == ChangeKind::Meta || links_->size() == 0) return;
+  std::vector<std::string> touched{c.path};
+  if (c.kind == ChangeKind::Renamed) touched.push_back(c.to_path);
+  for (auto& q : queues_) {
+    for (const std::string& t : touched) {
+      for (const std::string& p : q->inflight_in_place(t)) {
+        for (std::string& other : links_->others(p)) {
+          q->apply(Change{ChangeKind::Created, std::move(other)}, seq, now);
+        }
+      }
+    }
   }
 }
 

@@ -33,29 +33,60 @@
 //  * a rename whose source the target may not have yet (it has an exist mark,
 //    pending or in flight), or whose source or destination lies under a
 //    subtree mark (pending, or in flight: its walk may see the new state),
-//    is not logged as an op: the marks move, the new name gets
-//    an exist+subtree mark, the old name an exist mark. (A subtree mark ships
-//    its whole region at its position, so no later op may touch the region.)
-//    Links follow the same rule;
+//    is not logged as an op: the marks move, the new name gets an
+//    exist+subtree mark, the old name an exist+replace mark. (A subtree mark
+//    ships its whole region at its position, so no later op may touch it.)
+//    Links follow the same rule. A Link op also gives the new name the
+//    ranges/meta still pending or in flight at the old name: the target
+//    links the object as it stands at the op, and those marks may yet move
+//    past it (a later removal, rename or requeue of the old name);
 //  * Removed drops the marks below the path (a removed directory was empty;
 //    removing the target's tree covers them). rmdir and unlink therefore
 //    need no op of their own: the exist mark ships a Remove.
-// In flight: take_batch() moves marks to an in-flight set until complete()
-// or requeue(). A rename recorded meanwhile also places copies of in-flight
-// marks under the old name at the new name, so a path taken for shipping
-// while a concurrent rename moves it is shipped again under its new name;
-// retry() of a path of that batch likewise marks every name it has had
-// since the take. requeue() (broken session: any prefix may have landed)
-// turns the batch's ops into marks, since renames are not idempotent.
+// Hard links: the journal keeps the groups of names it saw linked (Linked,
+// moved by Renamed, left on Removed/Created/replace) and records a Data or
+// Meta on one name on every name of its group, so each name is right on the
+// target whatever link set the target holds. A change that replaces or
+// moves a linked name while a ranges/meta mark of it is in flight (whose
+// in-place write may land on the new object's bytes, in the target inode
+// the other names share) marks the other names exist. Links made before
+// the journal started are unknown to it: a change through one of their
+// names reaches the others only while the target keeps that link set.
+// In flight: take_batch() moves marks and ops to an in-flight set until
+// complete() or requeue(). Whatever the shipper reads at an in-flight path
+// may be the state after a change recorded meanwhile, so:
+//  * a rename recorded meanwhile also places in-flight marks under the old
+//    name (for an exchange, under either name) at the new name, as full
+//    re-ships (exist+subtree+replace): the target's object that the rename
+//    moves is of unknown state (the shipper may have removed it, or written
+//    another object's state into it);
+//  * retry() of a path of that batch marks it, every name it has had since
+//    the take (through the batch's own later ops and the renames recorded
+//    meanwhile) exist+subtree+replace at the end, and degrades every pending
+//    op that touches one of those names (see settle below);
+//  * requeue() (broken session: any prefix may have landed) turns the
+//    batch's ops into exist+subtree+replace marks on both names (renames
+//    are not idempotent) and degrades the pending ops touching those names;
+//    marks go back to their positions, except that a mark whose name a
+//    pending op touches (later changes of the object that op brings there
+//    must not coalesce into a mark placed before the op), or whose
+//    `replace` would merge into a later mark of its path, becomes a full
+//    re-ship (exist+subtree+replace) at the end, and its name unknown;
+//  * settle: an op touches a name if one of its paths lies under it or
+//    above it; a degraded op's names are unknown too, transitively in log
+//    order. (An op replayed on an unknown state would move it elsewhere.)
 // Sequence numbers: every record() gets the next sequence number (global,
 // the same in all queues); marks keep first_seq/last_seq even where they
 // coalesce, ops keep theirs, so epochs can later be cut on them.
 // Memory: a queue never holds more than about max_pending_paths entries.
 // Past it, marks under the busiest directory collapse into one subtree
 // mark (with replace if any collapsed mark was a removal), and in the last
-// resort namespace ops turn into exist marks. Nothing is ever dropped.
+// resort namespace ops turn into exist marks (both names of a rename
+// exist+subtree+replace). Nothing is ever dropped. The link groups are not
+// bounded by it: they hold the live hard-link names made while mounted.
 // Threads: all methods are thread-safe. record() never blocks on I/O, never
-// throws (on bad_alloc the queue falls back to a root rescan flag) and only
+// throws (on bad_alloc the queue falls back to a root rescan flag; the link
+// groups may then miss a name, so every queue rescans) and only
 // holds the journal mutex for in-memory work.
 #pragma once
 
@@ -117,6 +148,7 @@ struct QueueStats {
 };
 
 class TargetQueue;
+class LinkIndex;
 
 class Journal final : public ChangeSink {
  public:
@@ -142,7 +174,8 @@ class Journal final : public ChangeSink {
   // Nothing of the batch is known to have landed: put it back where it was.
   void requeue(TargetId t, Batch&& b);
   // One path failed on the target: ship it again, in full, after removing
-  // what the target has there; subtree for directories and failed renames.
+  // what the target has there. Always with its subtree (the removal takes
+  // the target's whole tree there); `subtree` is kept for the callers.
   void retry(TargetId t, const std::string& path, bool subtree);
   // Waits until nothing is pending or in flight for t; false on timeout.
   [[nodiscard]] bool wait_idle(TargetId t, Clock::time_point deadline);
@@ -153,6 +186,8 @@ class Journal final : public ChangeSink {
   [[nodiscard]] std::uint64_t last_seq() const;
 
  private:
+  void guard_links(const Change& c, std::uint64_t seq, Clock::time_point now);
+
   JournalLimits limits_;
   std::shared_ptr<spdlog::logger> log_;
   // Lock order: mu_ is a leaf lock. Never held across I/O, never held while
@@ -161,6 +196,7 @@ class Journal final : public ChangeSink {
   std::condition_variable_any work_cv_;  // pending became non-empty, or wake_all()
   std::condition_variable_any idle_cv_;  // a queue may have become idle
   std::vector<std::unique_ptr<TargetQueue>> queues_;  // guarded by mu_
+  std::unique_ptr<LinkIndex> links_;                  // guarded by mu_
   std::uint64_t seq_ = 0;                             // guarded by mu_
 };
 

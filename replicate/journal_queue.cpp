@@ -196,10 +196,16 @@ void TargetQueue::insert_moved(std::vector<Entry>&& moved, const std::string& fr
 
 void TargetQueue::copy_inflight(const std::string& from, const std::string& to, std::uint64_t seq) {
   for (const std::string& k : keys_under(inflight_, from)) {
+    // The shipper may have read the path after this rename (seeing another
+    // object, or none, and removing the target's tree there): the target's
+    // copy that the rename moves is of unknown state, so ship it in full.
     Entry e = inflight_.at(k);
     e.path = path_remap(k, from, to);
     e.pos = 0;
     e.last_seq = std::max(e.last_seq, seq);
+    e.exist = e.subtree = e.replace = true;
+    e.whole = e.removed = false;
+    e.ranges.clear();
     merge_into_marks(std::move(e), false);
   }
 }
@@ -298,7 +304,7 @@ void TargetQueue::on_renamed(const Change& c, std::uint64_t seq, Clock::time_poi
 // Renames recorded while a batch is in flight, so that retries of paths of
 // that batch (named as they were at take time) also reach the new names.
 void TargetQueue::note_rename(const std::string& from, const std::string& to, bool exchange) {
-  if (!inflight_.empty() || inflight_ops_ != 0) flight_renames_.push_back({from, to, exchange});
+  if (!inflight_.empty() || !inflight_ops_.empty()) flight_renames_.push_back({from, to, exchange});
 }
 
 // The target may not have the source of this rename: ship the destination
@@ -371,6 +377,86 @@ void TargetQueue::on_linked(const Change& c, std::uint64_t seq, Clock::time_poin
   op.first_seq = op.last_seq = seq;
   op.first_time = now;
   push_op(std::move(op));
+  // The link copies the target's object at path as it stands at the op; the
+  // changes still pending (or in flight) there may move past the op (a later
+  // removal, rename or requeue of path), so the new name gets them too.
+  for (const Marks* from : {&marks_, &inflight_}) {
+    const auto it = from->find(c.path);
+    if (it == from->end() || !(it->second.meta || it->second.whole || !it->second.ranges.empty())) continue;
+    Entry& m = mark(c.to_path, seq, now);
+    m.meta |= it->second.meta;
+    m.whole |= it->second.whole;
+    for (const Range& r : it->second.ranges) add_range_end(m, r.offset, r.end, limits_.max_ranges_per_path);
+    if (m.whole) m.ranges.clear();
+  }
+}
+
+// ---- LinkIndex -----------------------------------------------------------
+
+void LinkIndex::on_change(const Change& c) {
+  switch (c.kind) {
+    case ChangeKind::Data:
+    case ChangeKind::Meta: return;
+    case ChangeKind::Created:
+    case ChangeKind::Removed: return drop_under(c.path);
+    case ChangeKind::Linked: {
+      drop_under(c.to_path);
+      auto [it, fresh] = group_of_.try_emplace(c.path, next_group_);
+      if (fresh) members_[next_group_++].push_back(c.path);
+      group_of_[c.to_path] = it->second;
+      members_[it->second].push_back(c.to_path);
+      return;
+    }
+    case ChangeKind::Renamed: {
+      std::map<std::string, std::uint64_t> moved;
+      if ((c.flags & kRenameExchange) != 0) {
+        remap(c.to_path, c.path, moved);
+      } else {
+        drop_under(c.to_path);
+      }
+      remap(c.path, c.to_path, moved);
+      for (auto& [p, g] : moved) {
+        group_of_[p] = g;
+        members_[g].push_back(p);
+      }
+      return;
+    }
+  }
+}
+
+std::vector<std::string> LinkIndex::others(const std::string& path) const {
+  std::vector<std::string> out;
+  const auto it = group_of_.find(path);
+  if (it == group_of_.end()) return out;
+  for (const std::string& p : members_.at(it->second)) {
+    if (p != path) out.push_back(p);
+  }
+  return out;
+}
+
+// Takes the paths under `from` out of their groups, renamed under `to`.
+void LinkIndex::remap(const std::string& from, const std::string& to, std::map<std::string, std::uint64_t>& out) {
+  std::vector<std::string> keys;
+  for (auto it = group_of_.lower_bound(from); it != group_of_.end() && it->first.starts_with(from); ++it) {
+    if (path_under(it->first, from)) keys.push_back(it->first);
+  }
+  for (const std::string& k : keys) {
+    const std::uint64_t g = group_of_.at(k);
+    out.emplace(path_remap(k, from, to), g);
+    group_of_.erase(k);
+    std::erase(members_.at(g), k);
+  }
+}
+
+void LinkIndex::drop_under(const std::string& dir) {
+  std::map<std::string, std::uint64_t> gone;
+  remap(dir, dir, gone);
+  for (const auto& kv : gone) {
+    auto m = members_.find(kv.second);
+    if (m == members_.end() || m->second.size() > 1) continue;
+    if (m->second.size() == 1) group_of_.erase(m->second.front());  // a single name: not a link any more
+    members_.erase(m);
+  }
 }
 
 }  // namespace mirrorfs::replicate

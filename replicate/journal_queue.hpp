@@ -24,8 +24,11 @@ class TargetQueue {
   // Falls back to "rescan everything" without allocating (after bad_alloc).
   void set_overflow(std::uint64_t seq) noexcept;
 
+  // In-flight marks at or under dir that update the target's object in
+  // place (ranges or meta, no exist).
+  [[nodiscard]] std::vector<std::string> inflight_in_place(const std::string& dir) const;
   [[nodiscard]] bool has_work() const noexcept { return !order_.empty() || overflow_; }
-  [[nodiscard]] bool idle() const noexcept { return !has_work() && inflight_.empty() && inflight_ops_ == 0; }
+  [[nodiscard]] bool idle() const noexcept { return !has_work() && inflight_.empty() && inflight_ops_.empty(); }
   [[nodiscard]] QueueStats stats(Clock::time_point now) const;
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
@@ -58,6 +61,7 @@ class TargetQueue {
   void enforce_limit(std::uint64_t seq, Clock::time_point now);
   void collapse_ops();
   void degrade_op(Entry&& op, bool keep_pos);
+  void settle(std::vector<std::string> dirty);
   bool collapse_busiest_dir(std::uint64_t seq, Clock::time_point now);
 
   std::string name_;
@@ -65,7 +69,7 @@ class TargetQueue {
   Marks marks_;                          // pending marks by path
   std::map<std::uint64_t, Slot> order_;  // pending entries by position
   Marks inflight_;                       // marks of the batch being shipped
-  std::size_t inflight_ops_ = 0;
+  std::vector<Entry> inflight_ops_;     // ops of the batch being shipped, in order
   struct FlightRename {
     std::string from, to;
     bool exchange = false;
@@ -78,6 +82,28 @@ class TargetQueue {
   std::uint64_t coarsenings_ = 0;
   bool overflow_ = false;  // bad_alloc seen: ship a root rescan
   std::uint64_t overflow_seq_ = 0;
+};
+
+// Hard-link groups of source paths, as the journal saw them made (Linked)
+// and moved (Renamed); a path leaves its group when it is removed, replaced
+// or created anew, and a group of one is forgotten. The journal widens a
+// Data/Meta on one name to every other name of its group. Links that existed
+// before the journal started are not known here. Not thread-safe (journal
+// mutex); may throw std::bad_alloc.
+class LinkIndex {
+ public:
+  void on_change(const Change& c);
+  // The other names of path's group; empty if path is not a known link.
+  [[nodiscard]] std::vector<std::string> others(const std::string& path) const;
+  [[nodiscard]] std::size_t size() const noexcept { return group_of_.size(); }
+
+ private:
+  void drop_under(const std::string& dir);
+  void remap(const std::string& from, const std::string& to, std::map<std::string, std::uint64_t>& out);
+
+  std::map<std::string, std::uint64_t> group_of_;             // path -> group
+  std::map<std::uint64_t, std::vector<std::string>> members_;  // group -> paths
+  std::uint64_t next_group_ = 1;
 };
 
 // Path helpers, exposed for tests.

@@ -52,7 +52,7 @@ struct ReplicatorOptions {
   std::uint64_t in_place_min = std::uint64_t{1} << 20;
   std::chrono::milliseconds backoff_min{100};
   std::chrono::milliseconds backoff_max{10'000};
-  bool initial_sync = true;            // ship the whole tree once at start
+  bool initial_sync = false;           // ship the whole tree once at start (main: on)
   std::size_t initial_batch = 1000;    // entries per startup-sync batch
 };
 
