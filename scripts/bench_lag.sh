@@ -27,10 +27,11 @@
 # Every system runs alone (the previous one is stopped by its process group
 # id first), on a fresh copy: SRC and the target are both re-created with
 # cp -a from one generated seed before each system starts, as a user would
-# seed a replica before turning replication on (mirrorfs has no initial sync
-# yet; lsyncd's startup rsync and the first rsync-loop pass then find
-# nothing to send). The workload starts once the system reports ready
-# (mirrorfs: mounted and target connected; lsyncd: "Startup ... finished" in
+# seed a replica before turning replication on (mirrorfs's startup pass,
+# lsyncd's startup rsync and the first rsync-loop pass then run over an
+# equal target). The workload starts once the system reports ready
+# (mirrorfs: mounted, target connected, startup pass done and nothing
+# pending in `mirrorfs status --json`; lsyncd: "Startup ... finished" in
 # its log; pyinotify: watches in place; rsync-loop: first pass done).
 #
 # Workloads
@@ -657,9 +658,14 @@ wait_for() {
     sleep 0.1
   done
 }
+# Mounted, connected, and its startup pass over the tree done (the
+# counterpart of lsyncd's "Startup ... finished"), nothing pending.
 mfs_ready() {
-  grep -qs " $mnt fuse" /proc/mounts &&
-    timeout 5 "$bin" status "$mnt" --json 2>/dev/null | grep -q '"connected":true'
+  local st
+  grep -qs " $mnt fuse" /proc/mounts || return 1
+  st=$(timeout 5 "$bin" status "$mnt" --json 2>/dev/null) || return 1
+  grep -q '"connected":true' <<<"$st" && grep -q '"initial_sync_done":true' <<<"$st" &&
+    grep -q '"pending":0,' <<<"$st"
 }
 lsyncd_ready() { grep -qs 'Startup of .* finished' "$sys_log"; }
 peer_ready() { grep -qs '^ready' "$sys_log"; }
