@@ -114,13 +114,7 @@ Result<void> Receiver::op_symlink(const Request& r) {
   forget_under(r.path);
   const std::string tmp = target::temp_name();
   if (::symlinkat(r.path2.c_str(), p->fd, tmp.c_str()) == -1) return fail_errno("symlink", r.path);
-  Result<void> done = target::apply_meta_at(p->fd, tmp, r.meta);
-  if (done) done = target::replace_with(p->fd, tmp, p->fd, p->name);
-  if (!done) {
-    (void)::unlinkat(p->fd, tmp.c_str(), 0);
-    return done;
-  }
-  return touch(p->fd);
+  return install_temp(p->fd, tmp, p->name, r.meta);
 }
 
 Result<void> Receiver::op_link(const Request& r) {
@@ -149,13 +143,18 @@ Result<void> Receiver::op_mknod(const Request& r) {
   const std::string tmp = target::temp_name();
   if (::mknodat(p->fd, tmp.c_str(), type | 0600, static_cast<dev_t>(r.offset)) == -1)
     return fail_errno("mknod", r.path);
-  Result<void> done = target::apply_meta_at(p->fd, tmp, r.meta);
-  if (done) done = target::replace_with(p->fd, tmp, p->fd, p->name);
+  return install_temp(p->fd, tmp, p->name, r.meta);
+}
+
+Result<void> Receiver::install_temp(int parent_fd, const std::string& tmp, const std::string& name,
+                                    const Meta& meta) {
+  Result<void> done = target::apply_meta_at(parent_fd, tmp, meta);
+  if (done) done = target::replace_with(parent_fd, tmp, parent_fd, name);
   if (!done) {
-    (void)::unlinkat(p->fd, tmp.c_str(), 0);
+    (void)::unlinkat(parent_fd, tmp.c_str(), 0);
     return done;
   }
-  return touch(p->fd);
+  return touch(parent_fd);
 }
 
 Result<void> Receiver::op_rename(const Request& r) {

@@ -97,6 +97,10 @@ class Receiver {
 
   // Marks fd (file or directory) for the next Barrier; takes a dup if needed.
   Result<void> touch(int fd);
+  // Gives the entry just made at tmp (in parent_fd) its metadata and moves
+  // it over name; on failure the temp is removed.
+  Result<void> install_temp(int parent_fd, const std::string& tmp, const std::string& name,
+                            const Meta& meta);
   Result<void> touch_owned(Fd fd);
   void forget_under(const std::string& path);  // drops staged state at/below path
   void rekey(const std::string& from, const std::string& to, bool exchange);

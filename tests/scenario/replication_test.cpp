@@ -20,6 +20,12 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// Mount options for an ssh target served by sshd, with this build's agent.
+std::vector<std::string> ssh_target(const SshdServer& sshd, const std::string& rep) {
+  return {"target=" + sshd.url(rep), "ssh=" + sshd.ssh_command(),
+          std::string("agent=") + MIRRORFS_BIN};
+}
+
 CompareOptions exact() {
   CompareOptions o;
   o.holes = true;
@@ -49,9 +55,7 @@ TEST(Replication, ScriptedWorkloadToSshTarget) {
   ASSERT_TRUE(sshd.ok()) << sshd.error();
   TempDir t;
   const std::string src = t.mkdir("src"), mnt = t.mkdir("mnt"), rep = t.mkdir("rep");
-  MountGuard m(src, mnt,
-               {.options = {"target=" + sshd.url(rep), "ssh=" + sshd.ssh_command(),
-                            std::string("agent=") + MIRRORFS_BIN}});
+  MountGuard m(src, mnt, {.options = ssh_target(sshd, rep)});
   ASSERT_TRUE(m.ok()) << m.error();
   ASSERT_EQ(run_scripted_workload(mnt), "");
   expect_level(src, rep, mnt);
@@ -103,9 +107,7 @@ TEST(Replication, RandomConcurrentWorkloadOverSsh) {
   SCOPED_TRACE(testing::Message() << "MIRRORFS_SEED=" << s);
   TempDir t;
   const std::string src = t.mkdir("src"), mnt = t.mkdir("mnt"), rep = t.mkdir("rep");
-  MountGuard m(src, mnt,
-               {.options = {"target=" + sshd.url(rep), "ssh=" + sshd.ssh_command(),
-                            std::string("agent=") + MIRRORFS_BIN}});
+  MountGuard m(src, mnt, {.options = ssh_target(sshd, rep)});
   ASSERT_TRUE(m.ok()) << m.error();
   run_random_workload(mnt, {.seed = s, .threads = 4, .ops_per_thread = 300});
   expect_level(src, rep, mnt);
