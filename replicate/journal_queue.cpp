@@ -10,6 +10,18 @@ namespace {
 constexpr std::uint64_t kEnd = Change::kToEnd;
 constexpr std::uint32_t kRenameExchange = 2;  // RENAME_EXCHANGE, without <linux/fs.h>
 
+// The namespace op a Renamed or Linked change becomes, stamped with its seq.
+Entry op_of(Entry::Kind kind, const Change& c, std::uint64_t seq, Clock::time_point now) {
+  Entry op;
+  op.kind = kind;
+  op.path = c.path;
+  op.to_path = c.to_path;
+  op.flags = c.flags;
+  op.first_seq = op.last_seq = seq;
+  op.first_time = now;
+  return op;
+}
+
 std::vector<std::string> keys_under(const std::map<std::string, Entry>& m, const std::string& dir) {
   std::vector<std::string> keys;
   if (dir.empty()) {
@@ -288,14 +300,8 @@ void TargetQueue::on_renamed(const Change& c, std::uint64_t seq, Clock::time_poi
     degrade_rename(c, seq, now);
     return;
   }
-  Entry op;
-  op.kind = Entry::Kind::Rename;
-  op.path = c.path;
-  op.to_path = c.to_path;
-  op.flags = c.flags;
+  Entry op = op_of(Entry::Kind::Rename, c, seq, now);
   op.replace = drop_under(c.to_path);
-  op.first_seq = op.last_seq = seq;
-  op.first_time = now;
   push_op(std::move(op));
   insert_moved(extract_under(c.path), c.path, c.to_path);
   copy_inflight(c.path, c.to_path, seq);
@@ -337,14 +343,7 @@ void TargetQueue::on_exchange(const Change& c, std::uint64_t seq, Clock::time_po
   std::vector<Entry> ma = extract_under(a);
   std::vector<Entry> mb = extract_under(b);
   if (!degrade) {
-    Entry op;
-    op.kind = Entry::Kind::Rename;
-    op.path = a;
-    op.to_path = b;
-    op.flags = c.flags;
-    op.first_seq = op.last_seq = seq;
-    op.first_time = now;
-    push_op(std::move(op));
+    push_op(op_of(Entry::Kind::Rename, c, seq, now));
   }
   insert_moved(std::move(ma), a, b);
   insert_moved(std::move(mb), b, a);
@@ -369,13 +368,8 @@ void TargetQueue::on_linked(const Change& c, std::uint64_t seq, Clock::time_poin
     place_last(m);
     return;
   }
-  Entry op;
-  op.kind = Entry::Kind::Link;
-  op.path = c.path;
-  op.to_path = c.to_path;
+  Entry op = op_of(Entry::Kind::Link, c, seq, now);
   op.replace = drop_under(c.to_path);
-  op.first_seq = op.last_seq = seq;
-  op.first_time = now;
   push_op(std::move(op));
   // The link copies the target's object at path as it stands at the op; the
   // changes still pending (or in flight) there may move past the op (a later
