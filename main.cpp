@@ -192,7 +192,7 @@ int run_mount(MountOptions o) {
   replicate::ReplicatorOptions ro;
   ro.delay = o.delay;
   ro.delete_missing = o.delete_extra;
-  ro.initial_sync = o.initial_sync;
+  ro.initial_sync = o.initial_sync != InitialSync::None;
   for (const auto& spec : specs)
     reps.push_back(std::make_unique<replicate::Replicator>(journal, spec, (*session)->root(), ro,
                                                            repl_log));

@@ -57,8 +57,7 @@ Result<void> need_value(std::string_view key, std::string_view v) {
 // better than silently ignoring what the user asked for.
 bool is_planned(std::string_view key) {
   static const std::set<std::string_view> kPlanned = {
-      "sync", "exclude", "exclude_from", "bwlimit", "state_dir",
-      "transport", "sync_timeout", "force"};
+      "sync", "exclude", "exclude_from", "bwlimit", "transport", "sync_timeout", "force"};
   return kPlanned.count(key) > 0;
 }
 
@@ -82,14 +81,25 @@ Result<void> apply_one(std::string_view key, std::string_view value, bool has_va
     if (!b) return tl::unexpected(b.error());
     o.delete_extra = *b;
   } else if (key == "initial_sync") {
-    if (value == "full" || value == "none") {
-      o.initial_sync = value == "full";
-    } else if (value == "quick" || value == "checksum") {
-      return fail(ENOTSUP, "option initial_sync=" + std::string(value) +
-                               " is not supported yet; use full or none");
+    if (value == "quick") {
+      o.initial_sync = InitialSync::Quick;
+    } else if (value == "checksum") {
+      o.initial_sync = InitialSync::Checksum;
+    } else if (value == "none") {
+      o.initial_sync = InitialSync::None;
     } else {
-      return fail(EINVAL, "option initial_sync=" + std::string(value) + ": expected full or none");
+      return fail(EINVAL, "option initial_sync=" + std::string(value) +
+                              ": expected quick, checksum or none");
     }
+  } else if (key == "scan") {
+    auto b = parse_bool(key, value);
+    if (!b) return tl::unexpected(b.error());
+    o.scan = *b;
+  } else if (key == "state_dir") {
+    if (auto r = need_value(key, value); !r) return r;
+    if (value.front() != '/')
+      return fail(EINVAL, "option state_dir=" + std::string(value) + ": expected an absolute path");
+    o.state_dir = value;
   } else if (key == "writeback") {
     auto b = parse_bool(key, value);
     if (!b) return tl::unexpected(b.error());

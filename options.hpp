@@ -10,6 +10,8 @@
 
 namespace mirrorfs {
 
+enum class InitialSync { None, Quick, Checksum };
+
 struct MountOptions {
   std::string source, mountpoint;
   bool foreground = false;
@@ -18,7 +20,9 @@ struct MountOptions {
   std::vector<std::string> targets;                  // target= (repeatable)
   std::chrono::milliseconds delay{2};                // delay=  batching window
   bool delete_extra = true;                          // delete=yes|no
-  bool initial_sync = true;                          // initial_sync=full|none
+  InitialSync initial_sync = InitialSync::Quick;     // initial_sync=quick|checksum|none
+  std::string state_dir = "/var/lib/mirrorfs";       // state_dir= what targets hold, per mount
+  bool scan = true;                                  // scan=yes|no  inotify fallback scanner
   std::string ssh = "ssh";                           // ssh=    command and options
   std::string agent = "mirrorfs";                    // agent=  remote binary
   std::chrono::milliseconds drain_timeout{30000};    // drain_timeout= on unmount

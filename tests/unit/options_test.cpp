@@ -12,9 +12,13 @@ TEST(Options, ParsesReplicationOptions) {
   EXPECT_EQ(o.targets, (std::vector<std::string>{"/b1", "ssh://u@h:2222/d"}));
   EXPECT_EQ(o.delay, std::chrono::milliseconds(250));
   EXPECT_FALSE(o.delete_extra);
-  EXPECT_TRUE(o.initial_sync);
+  EXPECT_EQ(o.initial_sync, InitialSync::Quick);
   ASSERT_TRUE(apply_option_string("initial_sync=none", o));
-  EXPECT_FALSE(o.initial_sync);
+  EXPECT_EQ(o.initial_sync, InitialSync::None);
+  ASSERT_TRUE(apply_option_string("initial_sync=checksum,scan=no,state_dir=/tmp/st", o));
+  EXPECT_EQ(o.initial_sync, InitialSync::Checksum);
+  EXPECT_FALSE(o.scan);
+  EXPECT_EQ(o.state_dir, "/tmp/st");
   ASSERT_TRUE(apply_option_string("ssh=ssh -p 22 -i /k,agent=/usr/bin/mirrorfs,log_level=debug", o));
   EXPECT_EQ(o.ssh, "ssh -p 22 -i /k");
   EXPECT_EQ(o.agent, "/usr/bin/mirrorfs");
@@ -43,7 +47,9 @@ TEST(Options, RejectsBadValuesWithTheOptionName) {
       {"log_level=loud", "log_level"}, {"threads=0", "threads"},
       {"attr_timeout=-1", "attr_timeout"}, {"=x", "empty option"},
       {"bwlimit=5M", "bwlimit"},      {"writeback=2", "writeback"},
-      {"initial_sync=quick", "initial_sync"}, {"initial_sync=maybe", "initial_sync"},
+      {"initial_sync=full", "initial_sync"}, {"initial_sync=maybe", "initial_sync"},
+      {"state_dir=rel/dir", "state_dir"}, {"state_dir=", "state_dir"},
+      {"scan=often", "scan"},
   };
   for (const auto& [input, word] : bad) {
     MountOptions o;
