@@ -47,9 +47,12 @@ Options (-o):
                       host:/path, ssh://[user@]host[:port]/path
   delay=DURATION      batching window before shipping (default 2ms)
   delete=yes|no       propagate deletions (default yes)
-  initial_sync=full|none
-                      at mount, ship the whole tree to each target before
-                      the changes (full, the default), or trust the target
+  initial_sync=quick|checksum|none
+                      at mount, compare each target with the source and ship
+                      what differs: by size and mtime (quick, the default),
+                      by content (checksum), or trust the target (none)
+  state_dir=DIR       what each target is known to hold, for restarts and
+                      crash recovery (default /var/lib/mirrorfs)
   ssh=COMMAND         ssh command and options (default "ssh")
   agent=PATH          mirrorfs binary on the target (default "mirrorfs")
   drain_timeout=DUR   how long unmount waits for pending changes (default 30s)
@@ -169,7 +172,19 @@ int run_mount(MountOptions o) {
   auto main_log = make_logger("main", o.log_level);
   auto journal_log = make_logger("journal", o.log_level);
   auto repl_log = make_logger("repl", o.log_level);
+  if (auto r = replicate::prepare_state_dir(o.state_dir); !r)
+    die(r.error().what + ": " + std::strerror(r.error().code));
   const std::vector<replicate::TargetSpec> specs = resolve_targets(o);
+  // Each target's state says "dirty" before the mount serves anything.
+  std::vector<std::shared_ptr<replicate::StateKeeper>> states;
+  for (const auto& spec : specs) {
+    auto keeper = std::make_shared<replicate::StateKeeper>(
+        replicate::state_path(o.state_dir, o.source, spec.url), o.source, spec.url, repl_log);
+    if (auto r = keeper->open(); !r)
+      die("state_dir " + mirrorfs::quoted(o.state_dir) + ": " + r.error().what + ": " +
+          std::strerror(r.error().code));
+    states.push_back(std::move(keeper));
+  }
 
   replicate::Journal journal(replicate::JournalLimits{}, journal_log);
   ChangeSink* sink = &journal;
@@ -192,10 +207,14 @@ int run_mount(MountOptions o) {
   replicate::ReplicatorOptions ro;
   ro.delay = o.delay;
   ro.delete_missing = o.delete_extra;
-  ro.initial_sync = o.initial_sync != InitialSync::None;
-  for (const auto& spec : specs)
-    reps.push_back(std::make_unique<replicate::Replicator>(journal, spec, (*session)->root(), ro,
+  ro.initial_sync = o.initial_sync == InitialSync::Checksum ? replicate::SyncMode::Checksum
+                    : o.initial_sync == InitialSync::Quick  ? replicate::SyncMode::Quick
+                                                            : replicate::SyncMode::None;
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    ro.state = states[i];
+    reps.push_back(std::make_unique<replicate::Replicator>(journal, specs[i], (*session)->root(), ro,
                                                            repl_log));
+  }
   if (!o.foreground) {
     if (auto r = fs::daemonize(); !r) die(r.error().what);
     g_sink = std::make_shared<spdlog::sinks::syslog_sink_mt>("mirrorfs", LOG_PID, LOG_DAEMON, false);

@@ -185,6 +185,16 @@ class Journal final : public ChangeSink {
   [[nodiscard]] QueueStats stats(TargetId t) const;
   [[nodiscard]] std::uint64_t last_seq() const;
 
+  // The paths t still has to ship (pending and in flight: every mark, and
+  // both names of each rename/link op), for the persistent state: at most
+  // max of them; overflow when there were more, or when the queue fell back
+  // to a full rescan. Copies under the journal's lock (no I/O).
+  struct PathSnapshot {
+    std::vector<std::string> paths;
+    bool overflow = false;
+  };
+  [[nodiscard]] PathSnapshot pending_paths(TargetId t, std::size_t max) const;
+
  private:
   void guard_links(const Change& c, std::uint64_t seq, Clock::time_point now);
 

@@ -30,6 +30,9 @@ class TargetQueue {
   [[nodiscard]] bool has_work() const noexcept { return !order_.empty() || overflow_; }
   [[nodiscard]] bool idle() const noexcept { return !has_work() && inflight_.empty() && inflight_ops_.empty(); }
   [[nodiscard]] QueueStats stats(Clock::time_point now) const;
+  // Appends pending and in-flight paths to out, up to max in all; false if
+  // some were left out (or the queue overflowed). See Journal::pending_paths.
+  bool collect_paths(std::size_t max, std::vector<std::string>& out) const;
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
  private:

@@ -5,6 +5,9 @@
 // Reply:   i32 err | str message | str data
 // Meta:    u32 mode | u32 uid | u32 gid | i64 mtime_sec | u32 mtime_nsec |
 //          u8 bits (1 with_owner, 2 with_xattrs) | u32 count | count x (str, str)
+// Listing: u32 count | count x (str name | u8 type | u64 size | u32 mode | u32 uid |
+//          u32 gid | i64 mtime_sec | u32 mtime_nsec | u64 nlink | str symlink |
+//          u8 has_checksum | [u64 checksum])
 // str:     u32 LE length | bytes.  All integers little-endian.
 //
 // Decoders read through a bounds-checked cursor: every length is compared
@@ -18,7 +21,7 @@ namespace mirrorfs::replicate {
 namespace {
 
 constexpr std::uint8_t kBitOwner = 1, kBitXattrs = 2;
-constexpr auto kMaxOp = static_cast<std::uint8_t>(Op::Punch);
+constexpr auto kMaxOp = static_cast<std::uint8_t>(Op::List);
 
 void put_u8(std::string& out, std::uint8_t v) { out.push_back(static_cast<char>(v)); }
 void put_u32(std::string& out, std::uint32_t v) {
@@ -221,6 +224,72 @@ Result<std::uint64_t> decode_u64(std::string_view data) {
   std::uint64_t v = 0;
   if (!c.u64(v) || !c.empty()) return malformed("u64");
   return v;
+}
+
+void encode_list_entry(const ListEntry& e, std::string& out) {
+  put_str(out, e.name);
+  put_u8(out, static_cast<std::uint8_t>(e.type));
+  put_u64(out, e.size);
+  put_u32(out, e.mode);
+  put_u32(out, e.uid);
+  put_u32(out, e.gid);
+  put_u64(out, static_cast<std::uint64_t>(e.mtime_sec));
+  put_u32(out, e.mtime_nsec);
+  put_u64(out, e.nlink);
+  put_str(out, e.symlink);
+  put_u8(out, e.has_checksum ? 1 : 0);
+  if (e.has_checksum) put_u64(out, e.checksum);
+}
+
+std::size_t list_entry_size(const ListEntry& e) noexcept {
+  return 4 + e.name.size() + 1 + 8 + 4 * 3 + 8 + 4 + 8 + 4 + e.symlink.size() + 1 +
+         (e.has_checksum ? 8 : 0);
+}
+
+std::string encode_listing(const std::vector<ListEntry>& entries) {
+  std::string out;
+  std::size_t n = 4;
+  for (const ListEntry& e : entries) n += list_entry_size(e);
+  out.reserve(n);
+  put_u32(out, static_cast<std::uint32_t>(entries.size()));
+  for (const ListEntry& e : entries) encode_list_entry(e, out);
+  return out;
+}
+
+namespace {
+bool valid_name(std::string_view n) {
+  return !n.empty() && n.size() <= 255 && n != "." && n != ".." &&
+         n.find('/') == std::string_view::npos && n.find('\0') == std::string_view::npos;
+}
+}  // namespace
+
+Result<std::vector<ListEntry>> decode_listing(std::string_view data) {
+  constexpr std::size_t kMinEntry = 4 + 1 + 8 + 12 + 8 + 4 + 8 + 4 + 1;
+  Cursor c(data);
+  std::uint32_t count = 0;
+  if (!c.u32(count) || count > c.left() / kMinEntry) return malformed("listing (count)");
+  std::vector<ListEntry> out;
+  out.reserve(count);
+  for (std::uint32_t i = 0; i < count; ++i) {
+    ListEntry e;
+    std::uint8_t type = 0, has = 0;
+    std::uint64_t sec = 0;
+    if (!c.str(e.name) || !c.u8(type) || !c.u64(e.size) || !c.u32(e.mode) || !c.u32(e.uid) ||
+        !c.u32(e.gid) || !c.u64(sec) || !c.u32(e.mtime_nsec) || !c.u64(e.nlink) ||
+        !c.str(e.symlink) || !c.u8(has))
+      return malformed("listing");
+    if (!valid_name(e.name)) return malformed("listing (name)");
+    if (type < 1 || type > static_cast<std::uint8_t>(FileType::Other) || has > 1 ||
+        e.mtime_nsec >= 1'000'000'000u)
+      return malformed("listing (entry)");
+    e.type = static_cast<FileType>(type);
+    e.mtime_sec = static_cast<std::int64_t>(sec);
+    e.has_checksum = has == 1;
+    if (e.has_checksum && !c.u64(e.checksum)) return malformed("listing (checksum)");
+    out.push_back(std::move(e));
+  }
+  if (!c.empty()) return malformed("listing (trailing bytes)");
+  return out;
 }
 
 Result<std::size_t> frame_length(std::string_view buffered) {

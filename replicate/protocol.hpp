@@ -40,9 +40,14 @@ enum class Op : std::uint8_t {
   Checksum,    // path: reply data = 8-byte xxh64 of the content
   Punch,       // path, offset, data = 8-byte length (encode_u64): make [offset, offset+length)
                //   a hole (staged temp if open, else in place); the size is kept
+  List,        // path = a directory ("" = the root): reply data = encode_listing() of its
+               //   entries; flags & kListChecksums adds the xxh64 of each regular file.
+               //   E2BIG if the reply would not fit in kMaxFrame (the sender then ships
+               //   that directory's subtree in full)
 };
 
-inline constexpr std::uint32_t kLast = 1;  // Delta: last chunk
+inline constexpr std::uint32_t kLast = 1;          // Delta: last chunk
+inline constexpr std::uint32_t kListChecksums = 1;  // List: content checksums of regular files
 
 // Frame types (the u8 after the length). A request payload starts with its Op.
 inline constexpr std::uint8_t kFrameRequest = 1;
@@ -118,6 +123,28 @@ struct StatInfo {
 // Checksum reply data: the xxh64 (seed 0) as 8 bytes little-endian.
 [[nodiscard]] std::string encode_u64(std::uint64_t v);
 [[nodiscard]] Result<std::uint64_t> decode_u64(std::string_view data);
+
+// List reply data: one record per directory entry ("." and ".." left out),
+// in readdir order. Names are single components (never empty, "." or "..",
+// no '/' or NUL, <= 255 bytes): decode_listing() rejects anything else, so a
+// hostile agent cannot make the sender address a path outside the directory.
+struct ListEntry {
+  std::string name;
+  FileType type = FileType::Regular;
+  std::uint64_t size = 0;
+  std::uint32_t mode = 0, uid = 0, gid = 0;  // mode: st_mode (type and permission bits)
+  std::int64_t mtime_sec = 0;
+  std::uint32_t mtime_nsec = 0;
+  std::uint64_t nlink = 0;
+  std::string symlink;          // link text of a symlink
+  bool has_checksum = false;    // regular files, when asked for (kListChecksums)
+  std::uint64_t checksum = 0;   // xxh64, seed 0, as Op::Checksum computes it
+  bool operator==(const ListEntry&) const = default;
+};
+void encode_list_entry(const ListEntry& e, std::string& out);
+[[nodiscard]] std::size_t list_entry_size(const ListEntry& e) noexcept;
+[[nodiscard]] std::string encode_listing(const std::vector<ListEntry>& entries);
+[[nodiscard]] Result<std::vector<ListEntry>> decode_listing(std::string_view data);
 
 // Frame boundary helper: given buffered bytes, how long the first frame is
 // (header included), 0 if more bytes are needed, or an Error if the header is bad.

@@ -72,6 +72,7 @@ Result<std::string> Receiver::dispatch(const Request& r) {
     case Op::Stat: return op_stat(r);
     case Op::Checksum: return op_checksum(r);
     case Op::Punch: return empty(op_punch(r));
+    case Op::List: return op_list(r);
   }
   return fail(EPROTO, "unknown op " + std::to_string(static_cast<int>(r.op)));
 }

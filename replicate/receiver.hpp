@@ -94,6 +94,7 @@ class Receiver {
   Result<void> op_barrier();
   Result<std::string> op_stat(const Request& r);
   Result<std::string> op_checksum(const Request& r);
+  Result<std::string> op_list(const Request& r);
 
   // Marks fd (file or directory) for the next Barrier; takes a dup if needed.
   Result<void> touch(int fd);
@@ -149,6 +150,13 @@ struct Parent {
 [[nodiscard]] Result<void> apply_meta_fd(int fd, const Meta& m);
 [[nodiscard]] Result<void> apply_meta_at(int dir, const std::string& name, const Meta& m);
 [[nodiscard]] Result<StatInfo> stat_at(int dir, const std::string& name);
+// xxh64 (seed 0) of a file's whole content, read with pread from fd.
+[[nodiscard]] Result<std::uint64_t> xxh64_fd(int fd, const std::string& path);
+// The entries of the directory open at dir_fd (. and .. left out), as List
+// replies them; checksums of regular files if asked. E2BIG once the encoded
+// listing would exceed max_bytes.
+[[nodiscard]] Result<std::string> list_dir(int dir_fd, const std::string& path, bool checksums,
+                                           std::size_t max_bytes);
 
 }  // namespace target
 }  // namespace mirrorfs::replicate

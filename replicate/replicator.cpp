@@ -38,12 +38,14 @@ Replicator::Replicator(Journal& journal, TargetSpec spec, const Fd& source_root,
       id_(journal.add_target(spec_.url)),
       index_(g_next_index.fetch_add(1)),
       shipper_(source_root, ship_options(opt_), log_),
-      initial_done_(!opt_.initial_sync) {}
+      initial_done_(opt_.initial_sync == SyncMode::None &&
+                    (!opt_.state || opt_.state->recovery().previous != Recovery::Previous::Dirty)) {}
 
 Replicator::~Replicator() { stop(); }
 
 void Replicator::start() {
   if (thread_.joinable()) return;
+  if (opt_.state) opt_.state->start(journal_, id_);
   thread_ = std::jthread([this](std::stop_token st) { run(st); });
 }
 
@@ -52,6 +54,10 @@ void Replicator::stop() {
   thread_.request_stop();
   journal_.wake_all();
   thread_.join();
+  if (opt_.state) {
+    const QueueStats q = journal_.stats(id_);
+    opt_.state->finish(initial_done_.load() && q.pending + q.in_flight == 0);
+  }
 }
 
 bool Replicator::drain(std::chrono::milliseconds timeout) {
@@ -71,6 +77,14 @@ ReplicatorStatus Replicator::status() const {
   s.pending = q.pending + q.in_flight;
   s.initial_sync_done = initial_done_.load();
   s.initial_entries = initial_entries_.load();
+  s.initial_mode = sync_mode_name(static_cast<SyncMode>(rc_mode_.load()));
+  s.initial_scanned = rc_scanned_.load();
+  s.initial_to_send = rc_to_send_.load();
+  s.initial_bytes_to_send = rc_bytes_to_send_.load();
+  s.initial_bytes_sent = rc_bytes_sent_.load();
+  s.initial_checksums = rc_checksums_.load();
+  s.initial_seconds = rc_seconds_.load();
+  s.initial_eta_seconds = rc_eta_.load();
   if (!s.initial_sync_done) s.pending += 1;  // the tree itself is still pending
   s.lag_seconds = std::chrono::duration<double>(q.oldest_age).count();
   s.acked_seq = q.acked_seq;
@@ -105,6 +119,11 @@ void Replicator::run(std::stop_token st) noexcept {
 
 void Replicator::loop(std::stop_token st) {
   while (!st.stop_requested()) {
+    if (!recovery_applied_) {
+      apply_recovery();
+      recovery_applied_ = true;
+    }
+    if (!initial_done_.load() && !pass_gate(st)) continue;
     if (!ensure_connected(st)) continue;
     if (!initial_done_.load()) {
       if (!ship_initial_chunk(st)) sleep_for(st, next_backoff());
@@ -146,30 +165,137 @@ bool Replicator::ship_one(std::stop_token st) {
   return ship_batch(st, b, true);
 }
 
-// The next part of the startup pass over the whole tree.
+// What the previous run left (persistent state) decides the mode of the
+// startup pass and what it compares by content. Logs one line.
+void Replicator::apply_recovery() {
+  walk_opt_ = ReconcileOptions{};
+  walk_opt_.mode = opt_.initial_sync;
+  walk_opt_.delete_missing = opt_.delete_missing;
+  walk_opt_.dirs_per_exchange = opt_.reconcile_dirs;
+  if (opt_.state) {
+    const Recovery& rec = opt_.state->recovery();
+    std::string what = rec.describe();
+    if (rec.previous == Recovery::Previous::Clean && walk_opt_.mode == SyncMode::Checksum) {
+      walk_opt_.mode = SyncMode::Quick;
+      what += "; a restart after a clean unmount skips the checksum pass (quick compare)";
+    } else if (rec.previous == Recovery::Previous::Dirty) {
+      walk_opt_.suspects.insert(rec.paths.begin(), rec.paths.end());
+      walk_opt_.suspect_since_ns = rec.suspect_since_ns;
+      if (walk_opt_.mode == SyncMode::None && rec.overflow) {
+        walk_opt_.mode = SyncMode::Quick;  // the list is incomplete: compare everything
+        what += "; initial_sync=none, but the pending list overflowed: running a quick reconcile";
+      } else if (walk_opt_.mode == SyncMode::None) {
+        std::size_t n = 0;
+        auto again = [&](const std::string& path) {
+          journal_.record({ChangeKind::Created, path});
+          ++n;
+        };
+        for (const std::string& p : rec.paths) again(p);
+        if (rec.suspect_since_ns != 0) for_each_recent(root_, rec.suspect_since_ns, again);
+        what += "; initial_sync=none: " + std::to_string(n) + " path(s) queued to ship again";
+        initial_done_ = true;
+      }
+    }
+    log_->info("repl[{}]: state {}: {}", index_, quoted(opt_.state->path()), what);
+  }
+  rc_mode_ = static_cast<int>(walk_opt_.mode);
+  if (walk_opt_.mode == SyncMode::None) initial_done_ = true;
+}
+
+bool Replicator::pass_gate(std::stop_token st) {
+  if (gate_passed_ || !opt_.ready_gate) return true;
+  gate_passed_ = opt_.ready_gate(st);
+  if (!gate_passed_) sleep_for(st, std::chrono::milliseconds(100));
+  return gate_passed_;
+}
+
+// The next part of the startup reconcile: ship marks found by the last
+// step (initial_batch at a time), or take the next step.
 bool Replicator::ship_initial_chunk(std::stop_token st) {
   if (!walk_) {
-    walk_ = std::make_unique<TreeWalk>(root_);
-    walk_started_ = std::chrono::steady_clock::now();
+    walk_ = std::make_unique<Reconciler>(root_, walk_opt_);
+    walk_marks_.entries.clear();
+    walk_started_ = walk_logged_ = std::chrono::steady_clock::now();
+    walk_bytes_base_ = bytes_sent_.load();
     initial_entries_ = 0;
-    log_->info("repl[{}]: initial sync to {} started (every entry, in full)", index_,
+    log_->info("repl[{}]: initial sync ({}) to {} started", index_, sync_mode_name(walk_opt_.mode),
                quoted(spec_.url));
   }
-  Batch b = walk_->next(opt_.initial_batch);
-  if (b.entries.empty()) {
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - walk_started_).count();
-    log_->info("repl[{}]: initial sync to {} done: {} entries in {:.1f}s, {} unreadable", index_,
-               quoted(spec_.url), initial_entries_.load(), secs, walk_->errors());
-    walk_.reset();
-    initial_done_ = true;
-    return true;
+  if (walk_marks_.entries.empty()) {
+    if (walk_->done()) {
+      finish_reconcile();
+      return true;
+    }
+    const std::uint64_t before = transport_->bytes_sent();
+    Result<Batch> b = walk_->step(*transport_);
+    bytes_sent_ += transport_->bytes_sent() - before;
+    if (!b) {
+      walk_.reset();  // start the pass again once reconnected
+      const auto wait = next_backoff();
+      note_error(b.error().what + ": " + errno_name(b.error().code));
+      log_->warn("repl[{}]: initial sync to {} failed: {}: {}; reconnecting in {}ms", index_,
+                 quoted(spec_.url), b.error().what, errno_name(b.error().code), wait.count());
+      transport_.reset();
+      connected_ = false;
+      sleep_for(st, wait);
+      return true;
+    }
+    walk_marks_ = std::move(*b);
+    publish_progress(false);
+    if (walk_marks_.entries.empty()) return true;
   }
-  const std::size_t n = b.entries.size();
-  if (!ship_batch(st, b, false)) return false;
-  initial_entries_ += n;
-  log_->debug("repl[{}]: initial sync: {} entries so far", index_, initial_entries_.load());
-  return true;
+  Batch chunk;
+  std::vector<Entry>& all = walk_marks_.entries;
+  const std::size_t n = std::min(all.size(), std::max<std::size_t>(opt_.initial_batch, 1));
+  chunk.entries.assign(std::make_move_iterator(all.begin()),
+                       std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(n)));
+  all.erase(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(n));
+  const bool ok = ship_batch(st, chunk, false);
+  if (walk_) initial_entries_ += n;  // (a broken session reset the pass)
+  publish_progress(false);
+  return ok;
+}
+
+void Replicator::publish_progress(bool force) {
+  if (!walk_) return;
+  const ReconcileCounters& c = walk_->counters();
+  const auto now = std::chrono::steady_clock::now();
+  const double secs = std::chrono::duration<double>(now - walk_started_).count();
+  const std::uint64_t sent = bytes_sent_.load() - walk_bytes_base_;
+  rc_scanned_ = c.scanned;
+  rc_to_send_ = c.to_send;
+  rc_bytes_to_send_ = c.bytes_to_send;
+  rc_bytes_sent_ = sent;
+  rc_checksums_ = c.checksums;
+  rc_seconds_ = secs;
+  double eta = -1;
+  if (sent > 0 && secs > 0.5) {
+    const double rate = static_cast<double>(sent) / secs;
+    const double left = c.bytes_to_send > sent ? static_cast<double>(c.bytes_to_send - sent) : 0.0;
+    eta = left / rate;
+  }
+  rc_eta_ = eta;
+  if (!force && now - walk_logged_ < std::chrono::seconds(5)) return;
+  walk_logged_ = now;
+  if (force) return;
+  log_->info("repl[{}]: initial sync ({}) to {}: {} entries scanned, {} to send ({} shipped), "
+             "{} of {} bytes sent, {} checksums, {:.0f}s elapsed, ETA {}",
+             index_, sync_mode_name(walk_opt_.mode), quoted(spec_.url), c.scanned, c.to_send,
+             initial_entries_.load(), sent, c.bytes_to_send, c.checksums, secs,
+             eta < 0 ? std::string("unknown") : std::to_string(static_cast<long long>(eta)) + "s");
+}
+
+void Replicator::finish_reconcile() {
+  publish_progress(true);
+  const ReconcileCounters& c = walk_->counters();
+  log_->info("repl[{}]: initial sync ({}) to {} done: {} entries scanned, {} differed and were shipped "
+             "({} bytes of file data), {} bytes sent, {} checksums computed, {} listings failed, in {:.1f}s",
+             index_, sync_mode_name(walk_opt_.mode), quoted(spec_.url), c.scanned, c.to_send,
+             c.bytes_to_send, rc_bytes_sent_.load(), c.checksums, c.list_errors, rc_seconds_.load());
+  rc_eta_ = 0;
+  walk_.reset();
+  initial_done_ = true;
+  if (opt_.state) opt_.state->recovered();
 }
 
 // Ships b; journal batches are completed or requeued in the journal, startup
@@ -180,8 +306,12 @@ bool Replicator::ship_batch(std::stop_token st, Batch& b, bool from_journal) {
   Result<ShipReport> r = shipper_.ship(*transport_, b);
   bytes_sent_ += transport_->bytes_sent() - before;
   if (!r) {
-    if (from_journal) journal_.requeue(id_, std::move(b));
-    else walk_.reset();  // start the pass again once reconnected
+    if (from_journal) {
+      journal_.requeue(id_, std::move(b));
+    } else {  // start the pass again once reconnected
+      walk_.reset();
+      walk_marks_.entries.clear();
+    }
     const auto wait = next_backoff();
     note_error(r.error().what + ": " + errno_name(r.error().code));
     log_->warn("repl[{}]: batch to {} failed: {}: {}; reconnecting in {}ms", index_, quoted(spec_.url),

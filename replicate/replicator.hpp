@@ -7,11 +7,19 @@
 // thread; it connects, retrying with backoff) -> ... -> drain(timeout)
 // (optional, at unmount) -> stop() (or the destructor).
 //
-// Startup: unless initial_sync is off, the first thing a connected thread
-// does is ship the whole source tree (TreeWalk, in batches), before and
-// between journal batches nothing else; changes recorded meanwhile wait in
-// the journal and ship after, as current state. A broken session restarts
-// the pass.
+// Startup: if ready_gate is set, the thread first waits until it returns
+// true (the scanner's watches are in place). Then, unless initial_sync is
+// None, it reconciles the target with the source (Reconciler: bulk List
+// exchanges, marks shipped through the Shipper) before any journal batch;
+// changes recorded meanwhile wait in the journal and ship after, as current
+// state. A broken session restarts the pass. Progress is logged every ~5 s
+// and shown in status().
+//
+// Persistent state (ReplicatorOptions::state, opened by the caller): after
+// a clean unmount a Checksum pass is downgraded to Quick; after a crash the
+// paths that were pending and files modified since the last heartbeat are
+// compared by content (initial_sync=none: recorded into the journal as
+// changes). stop() writes the final state ("clean" if nothing was left).
 //
 // The loop: wait for work, wait `delay` (batching window), take a batch,
 // ship it (Shipper: current state of each path, ops replayed, Barrier last),
@@ -36,7 +44,8 @@
 #include "fs/api/fd.hpp"
 #include "replicate/journal.hpp"
 #include "replicate/shipper.hpp"
-#include "replicate/tree_walk.hpp"
+#include "replicate/reconcile.hpp"
+#include "replicate/state.hpp"
 #include "replicate/transport.hpp"
 
 namespace spdlog {
@@ -52,8 +61,14 @@ struct ReplicatorOptions {
   std::uint64_t in_place_min = std::uint64_t{1} << 20;
   std::chrono::milliseconds backoff_min{100};
   std::chrono::milliseconds backoff_max{10'000};
-  bool initial_sync = false;           // ship the whole tree once at start (main: on)
-  std::size_t initial_batch = 1000;    // entries per startup-sync batch
+  SyncMode initial_sync = SyncMode::None;  // startup reconcile (main: from initial_sync=)
+  std::size_t initial_batch = 1000;        // marks per startup batch shipped
+  std::size_t reconcile_dirs = 256;        // List requests per exchange
+  // Called by the replicator thread before the reconcile until it returns
+  // true (false: asked again 100 ms later). Empty: start at once.
+  std::function<bool(std::stop_token)> ready_gate;
+  // Opened (StateKeeper::open()) by the caller; null: no persistent state.
+  std::shared_ptr<StateKeeper> state;
 };
 
 struct ReplicatorStatus {
@@ -68,6 +83,14 @@ struct ReplicatorStatus {
   std::uint64_t last_seq = 0;
   bool initial_sync_done = true;     // the startup pass over the tree has finished
   std::uint64_t initial_entries = 0;  // entries the startup pass shipped so far
+  std::string initial_mode = "none";  // none | quick | checksum (after the state's downgrade)
+  std::uint64_t initial_scanned = 0;        // source entries compared
+  std::uint64_t initial_to_send = 0;        // entries found different
+  std::uint64_t initial_bytes_to_send = 0;  // their regular-file bytes
+  std::uint64_t initial_bytes_sent = 0;     // wire bytes of the startup pass
+  std::uint64_t initial_checksums = 0;      // content comparisons made
+  double initial_seconds = 0;               // elapsed (so far, or in all)
+  double initial_eta_seconds = -1;          // -1: unknown
   std::string last_error;  // "" if none yet
   std::chrono::system_clock::time_point last_error_time{};
 };
@@ -97,6 +120,10 @@ class Replicator {
   bool ensure_connected(std::stop_token st);
   bool ship_one(std::stop_token st);
   bool ship_initial_chunk(std::stop_token st);
+  bool pass_gate(std::stop_token st);
+  void apply_recovery();
+  void publish_progress(bool force);
+  void finish_reconcile();
   bool ship_batch(std::stop_token st, Batch& b, bool from_journal);
   void sleep_for(std::stop_token st, std::chrono::milliseconds d);
   void note_error(const std::string& what);
@@ -113,11 +140,20 @@ class Replicator {
   Shipper shipper_;                        // replicator thread only
   std::unique_ptr<Transport> transport_;   // replicator thread only
   std::chrono::milliseconds backoff_{0};   // replicator thread only
-  std::unique_ptr<TreeWalk> walk_;         // replicator thread only: startup pass
-  std::chrono::steady_clock::time_point walk_started_{};
+  std::unique_ptr<Reconciler> walk_;       // replicator thread only: startup pass
+  Batch walk_marks_;                       // replicator thread only: found, not yet shipped
+  std::chrono::steady_clock::time_point walk_started_{}, walk_logged_{};
+  std::uint64_t walk_bytes_base_ = 0;      // bytes_sent_ when the pass started
+  ReconcileOptions walk_opt_;              // mode and recovery hints, set up once
+  bool gate_passed_ = false;               // replicator thread only
+  bool recovery_applied_ = false;          // replicator thread only
 
   std::atomic<bool> initial_done_{false};
   std::atomic<std::uint64_t> initial_entries_{0};
+  std::atomic<std::uint64_t> rc_scanned_{0}, rc_to_send_{0}, rc_bytes_to_send_{0}, rc_bytes_sent_{0},
+      rc_checksums_{0};
+  std::atomic<double> rc_seconds_{0}, rc_eta_{-1};
+  std::atomic<int> rc_mode_{0};  // SyncMode
 
   std::atomic<bool> connected_{false};
   std::atomic<std::uint64_t> bytes_sent_{0}, files_sent_{0}, batches_{0};

@@ -33,6 +33,12 @@ std::int64_t unix_seconds(std::chrono::system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }
 
+std::string seconds_json(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3f", s);
+  return buf;
+}
+
 }  // namespace
 
 std::string json_string(std::string_view raw) {
@@ -66,9 +72,22 @@ std::string format_status_text(const MountSummary& m, const std::vector<Replicat
     out += std::string("  lag:        ") + lag + " (changes " + std::to_string(t.acked_seq) +
            " of " + std::to_string(t.last_seq) + " landed)\n";
     out += "  pending:    " + std::to_string(t.pending) + " journal entries\n";
-    out += "  initial:    " +
-           std::string(t.initial_sync_done ? "done, " : "IN PROGRESS, ") +
-           std::to_string(t.initial_entries) + " entries shipped\n";
+    char secs[64];
+    std::snprintf(secs, sizeof secs, "%.1f s", t.initial_seconds);
+    std::string eta = "unknown";
+    if (t.initial_eta_seconds >= 0) {
+      char e[32];
+      std::snprintf(e, sizeof e, "%.0f s", t.initial_eta_seconds);
+      eta = e;
+    }
+    out += "  initial:    " + std::string(t.initial_sync_done ? "done" : "IN PROGRESS") + " (" +
+           t.initial_mode + "), " + std::to_string(t.initial_scanned) + " entries scanned, " +
+           std::to_string(t.initial_to_send) + " to send, " + std::to_string(t.initial_entries) +
+           " shipped\n";
+    out += "              " + human_bytes(t.initial_bytes_sent) + " sent of " +
+           human_bytes(t.initial_bytes_to_send) + " file data to send, " +
+           std::to_string(t.initial_checksums) + " checksums, " + secs +
+           (t.initial_sync_done ? std::string() : ", ETA " + eta) + "\n";
     out += "  sent:       " + human_bytes(t.bytes_sent) + ", " + std::to_string(t.files_sent) +
            " files, " + std::to_string(t.batches) + " batches\n";
     out += "  last error: " +
@@ -93,6 +112,14 @@ std::string format_status_json(const MountSummary& m, const std::vector<Replicat
            ",\"pending\":" + std::to_string(t.pending) +
            ",\"initial_sync_done\":" + (t.initial_sync_done ? "true" : "false") +
            ",\"initial_entries\":" + std::to_string(t.initial_entries) +
+           ",\"initial_mode\":" + json_string(t.initial_mode) +
+           ",\"initial_scanned\":" + std::to_string(t.initial_scanned) +
+           ",\"initial_to_send\":" + std::to_string(t.initial_to_send) +
+           ",\"initial_bytes_to_send\":" + std::to_string(t.initial_bytes_to_send) +
+           ",\"initial_bytes_sent\":" + std::to_string(t.initial_bytes_sent) +
+           ",\"initial_checksums\":" + std::to_string(t.initial_checksums) +
+           ",\"initial_seconds\":" + seconds_json(t.initial_seconds) +
+           ",\"initial_eta_seconds\":" + seconds_json(t.initial_eta_seconds) +
            ",\"bytes_sent\":" + std::to_string(t.bytes_sent) +
            ",\"files_sent\":" + std::to_string(t.files_sent) +
            ",\"batches\":" + std::to_string(t.batches) +

@@ -24,23 +24,6 @@ Result<void> sync_fd(int fd, const std::string& path) {
   return {};
 }
 
-Result<std::uint64_t> xxh64_fd(int fd, const std::string& path) {
-  XXH64_state_t* st = XXH64_createState();
-  if (st == nullptr) return fail(ENOMEM, "xxh64 state");
-  const std::unique_ptr<XXH64_state_t, XXH_errorcode (*)(XXH64_state_t*)> guard(st, XXH64_freeState);
-  XXH64_reset(st, 0);
-  std::vector<char> buf(256 * 1024);
-  for (off_t off = 0;;) {
-    const ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail_errno("read", path);
-    if (n == 0) break;
-    XXH64_update(st, buf.data(), static_cast<std::size_t>(n));
-    off += n;
-  }
-  return XXH64_digest(st);
-}
-
 Receiver::Basis basis_of(const struct stat& st) {
   Receiver::Basis b;
   b.present = true;
@@ -61,6 +44,26 @@ bool same_basis(const Receiver::Basis& a, const Receiver::Basis& b) {
 }
 
 }  // namespace
+
+namespace target {
+Result<std::uint64_t> xxh64_fd(int fd, const std::string& path) {
+  XXH64_state_t* st = XXH64_createState();
+  if (st == nullptr) return fail(ENOMEM, "xxh64 state");
+  const std::unique_ptr<XXH64_state_t, XXH_errorcode (*)(XXH64_state_t*)> guard(st, XXH64_freeState);
+  XXH64_reset(st, 0);
+  std::vector<char> buf(256 * 1024);
+  for (off_t off = 0;;) {
+    const ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail_errno("read", path);
+    if (n == 0) break;
+    XXH64_update(st, buf.data(), static_cast<std::size_t>(n));
+    off += n;
+  }
+  return XXH64_digest(st);
+}
+}  // namespace target
+using target::xxh64_fd;
 
 Result<void> Receiver::op_begin(const Request& r) {
   Result<Parent> p = locate(root_.get(), r.path);
