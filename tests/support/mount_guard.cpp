@@ -191,7 +191,28 @@ bool MountGuard::fusermount_unmount() {
   return false;
 }
 
+void MountGuard::crash() {
+  if (done_ || crashed_ || pid_ <= 0) return;
+  crashed_ = true;
+  ::kill(pid_, SIGKILL);
+  if (!wait_pid_for(pid_, std::chrono::seconds(10))) ADD_FAILURE() << "mirrorfs survived SIGKILL";
+  pid_ = -1;
+}
+
+void MountGuard::detach() {
+  if (done_) return;
+  done_ = true;
+  mounted_ = false;
+  if (fstype_at(mountpoint_) == kFsType)
+    (void)run_command({"fusermount3", "-u", "-z", mountpoint_}, std::chrono::seconds(10));
+  if (!log_path_.empty()) ::unlink(log_path_.c_str());
+}
+
 bool MountGuard::unmount() {
+  if (crashed_) {
+    detach();
+    return true;
+  }
   if (done_) return true;
   done_ = true;
   bool clean = check_fds();

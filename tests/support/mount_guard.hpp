@@ -52,6 +52,13 @@ class MountGuard {
   // passed; failures are also reported with ADD_FAILURE.
   bool unmount();
 
+  // Fault injection: kill -9 of the daemon (by pid) and reap it; the mount
+  // is left dead (calls on it fail ENOTCONN) until detach(), which runs
+  // `fusermount3 -u -z` on it. No fd/log checks: the test asked for a crash.
+  // The destructor detaches a crashed mount.
+  void crash();
+  void detach();
+
  private:
   void start();
   bool wait_ready();
@@ -66,6 +73,7 @@ class MountGuard {
   pid_t pid_ = -1;
   bool mounted_ = false;
   bool done_ = false;
+  bool crashed_ = false;
   int baseline_fds_ = -1;
 };
 
