@@ -17,8 +17,8 @@ constexpr std::uint32_t kTypeMask = S_IFMT;
 
 bool is_temp(const std::string& name) { return name.starts_with(kTempPrefix); }
 
-std::int64_t mtime_ns(const ListEntry& e) {
-  return e.mtime_sec * 1'000'000'000 + static_cast<std::int64_t>(e.mtime_nsec);
+std::int64_t ctime_ns(const struct stat& st) {
+  return std::int64_t{st.st_ctim.tv_sec} * 1'000'000'000 + st.st_ctim.tv_nsec;
 }
 
 bool same_meta(const ListEntry& a, const ListEntry& b) {
@@ -166,10 +166,14 @@ void Reconciler::compare_entry(const std::string& path, const ListEntry& s, cons
     if (s.type == FileType::Directory) dirs_.push_back({path, false});
     return add_mark(out, path, true, true, true, s.type == FileType::Regular ? s.size : 0);
   }
+  // Crash recovery: a recent change may be one the listing does not show
+  // (xattrs; content under a restored mtime): metadata is sent again and
+  // regular files are compared by content.
+  const bool recent = suspect(path);
   switch (s.type) {
     case FileType::Directory:
       dirs_.push_back({path, true});
-      if (!same_meta(s, d) || !same_mtime(s, d)) add_mark(out, path, false, true, false, 0);
+      if (recent || !same_meta(s, d) || !same_mtime(s, d)) add_mark(out, path, false, true, false, 0);
       return;
     case FileType::Regular:
       if (s.size != d.size || !same_mtime(s, d) || s.nlink != d.nlink)
@@ -177,26 +181,31 @@ void Reconciler::compare_entry(const std::string& path, const ListEntry& s, cons
       if (opt_.mode == SyncMode::Checksum && d.has_checksum) {
         ++counters_.checksums;
         Result<std::uint64_t> h = source_checksum(path);
-        if (h && *h != d.checksum) return add_mark(out, path, true, true, false, s.size);
-      } else if (suspect(path, s)) {
-        checks.push_back({path, s.size, !same_meta(s, d)});
-        return;  // check_content() marks it if it differs
+        if (!h || *h != d.checksum) return add_mark(out, path, true, true, false, s.size);
+      } else if (recent) {
+        checks.push_back({path, s.size, true});
+        return;  // check_content() marks it
       }
-      if (!same_meta(s, d)) add_mark(out, path, false, true, false, 0);
+      if (recent || !same_meta(s, d)) add_mark(out, path, false, true, false, 0);
       return;
     case FileType::Symlink:
       if (s.symlink != d.symlink) return add_mark(out, path, true, true, false, 0);
-      if (!same_meta(s, d) || !same_mtime(s, d)) add_mark(out, path, false, true, false, 0);
+      if (recent || !same_meta(s, d) || !same_mtime(s, d)) add_mark(out, path, false, true, false, 0);
       return;
     case FileType::Other:
-      if (!same_meta(s, d) || !same_mtime(s, d)) add_mark(out, path, false, true, false, 0);
+      if (recent || !same_meta(s, d) || !same_mtime(s, d)) add_mark(out, path, false, true, false, 0);
       return;
   }
 }
 
-bool Reconciler::suspect(const std::string& path, const ListEntry& s) const {
-  return (opt_.suspect_since_ns != 0 && mtime_ns(s) >= opt_.suspect_since_ns) ||
-         opt_.suspects.count(path) != 0;
+// A persisted pending path, or an entry whose ctime (data, metadata, xattrs,
+// links and renames all set it) is at or after suspect_since.
+bool Reconciler::suspect(const std::string& path) const {
+  if (opt_.suspects.count(path) != 0) return true;
+  if (opt_.suspect_since_ns == 0) return false;
+  struct stat st {};
+  return ::fstatat(root_.get(), path.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+         ctime_ns(st) >= opt_.suspect_since_ns;
 }
 
 Result<std::uint64_t> Reconciler::source_checksum(const std::string& path) const {
@@ -243,7 +252,9 @@ void for_each_recent(const Fd& root, std::int64_t since_ns, const std::function<
     if (!entries) continue;
     for (const ListEntry& e : *entries) {
       std::string path = join_path(dir, e.name);
-      if (e.type != FileType::Directory && mtime_ns(e) >= since_ns) f(path);
+      struct stat st {};
+      if (::fstatat(fd.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && ctime_ns(st) >= since_ns)
+        f(path);
       if (e.type == FileType::Directory) stack.push_back(std::move(path));
     }
   }

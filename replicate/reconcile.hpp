@@ -16,9 +16,9 @@
 //   type differs                   exist+replace (+meta)
 //   regular: size, mtime (ns) or nlink differ      exist+meta (delta if large)
 //   regular, Checksum mode: same size+mtime, other xxh64   exist+meta
-//   regular, suspect (crash recovery: a persisted pending path, or mtime at
-//     or after suspect_since): compared by content (Op::Checksum, one extra
-//     exchange per step for all of them)
+//   suspect (crash recovery: a persisted pending path, or ctime at or after
+//     suspect_since): metadata (with xattrs) sent again; a regular file is
+//     compared by content (Op::Checksum, one extra exchange per step for all)
 //   mode / owner / mtime of the rest differ        meta
 //   symlink text differs           exist
 //   only on the target             exist+replace (a Remove), unless
@@ -56,8 +56,9 @@ struct ReconcileOptions {
   SyncMode mode = SyncMode::Quick;  // Quick or Checksum
   bool delete_missing = true;
   std::size_t dirs_per_exchange = 256;
-  // Crash recovery: these paths, and regular files whose mtime is at or
-  // after suspect_since_ns (0: none), are compared by content.
+  // Crash recovery: these paths, and entries whose ctime is at or after
+  // suspect_since_ns (0: none), get their metadata sent again and, for
+  // regular files, a content comparison.
   std::set<std::string> suspects;
   std::int64_t suspect_since_ns = 0;
 };
@@ -96,7 +97,7 @@ class Reconciler {
   void compare_entry(const std::string& path, const ListEntry& s, const ListEntry& d, Batch& out,
                      std::vector<Check>& checks);
   void add_mark(Batch& out, std::string path, bool exist, bool meta, bool replace, std::uint64_t bytes);
-  [[nodiscard]] bool suspect(const std::string& path, const ListEntry& s) const;
+  [[nodiscard]] bool suspect(const std::string& path) const;
   [[nodiscard]] Result<std::uint64_t> source_checksum(const std::string& path) const;
   [[nodiscard]] Result<std::vector<ListEntry>> source_listing(const std::string& dir) const;
   [[nodiscard]] Result<void> check_content(Transport& t, const std::vector<Check>& checks, Batch& out);
@@ -110,8 +111,8 @@ class Reconciler {
 
 [[nodiscard]] std::string join_path(const std::string& dir, const std::string& name);
 
-// Regular files (and symlinks) under the source root whose mtime is at or
-// after since_ns, for crash recovery without a reconcile; f gets each path.
+// Entries under the source root whose ctime is at or after since_ns, for
+// crash recovery without a reconcile; f gets each path.
 void for_each_recent(const Fd& root, std::int64_t since_ns, const std::function<void(const std::string&)>& f);
 
 }  // namespace mirrorfs::replicate

@@ -13,9 +13,10 @@
 //   clean     the target held everything: initial_sync=checksum is
 //             downgraded to quick (changes made while unmounted show in
 //             size/mtime)
-//   dirty     a crash: the persisted paths, and files whose mtime is at or
-//             after the last heartbeat minus kSuspectMargin, are compared
-//             by content even in quick mode (re-shipped with none)
+//   dirty     a crash: the persisted paths, and entries whose ctime is at
+//             or after the last heartbeat minus kSuspectMargin, get their
+//             metadata sent again and (regular files) a content comparison
+//             even in quick mode (re-shipped with none)
 // A recovery that has not finished carries its paths and its threshold into
 // the state it writes, so a second crash during it loses nothing.
 //
@@ -74,7 +75,7 @@ struct Recovery {
   enum class Previous { None, Clean, Dirty } previous = Previous::None;
   std::vector<std::string> paths;     // dirty: pending when it stopped
   bool overflow = false;              // dirty: more were pending than listed
-  std::int64_t suspect_since_ns = 0;  // dirty: files with mtime >= this were maybe not shipped
+  std::int64_t suspect_since_ns = 0;  // dirty: entries with ctime >= this were maybe not shipped
   std::string describe() const;       // for the log line
 };
 

@@ -64,6 +64,7 @@ Result<std::string> list_dir(int dir_fd, const std::string& path, bool checksums
     return fail_errno("opendir", path);
   }
   const std::unique_ptr<DIR, int (*)(DIR*)> guard(d, ::closedir);
+  ::rewinddir(d);  // the dup shares dir_fd's offset: start from the first entry
   std::string body;
   std::uint32_t count = 0;
   std::size_t total = 4;

@@ -48,7 +48,7 @@ std::string_view payload(const std::string& frame) {
 
 TEST(Protocol, EveryOpRoundTrips) {
   std::mt19937_64 rng(1);
-  for (int op = static_cast<int>(Op::Hello); op <= static_cast<int>(Op::Checksum); ++op) {
+  for (int op = static_cast<int>(Op::Hello); op <= static_cast<int>(Op::List); ++op) {
     const Request r = random_request(rng, static_cast<Op>(op));
     std::string frame;
     encode_request(r, frame);
@@ -84,6 +84,72 @@ TEST(Protocol, RepliesStatAndChecksumRoundTrip) {
   Result<std::uint64_t> u = decode_u64(encode_u64(0x0123456789abcdefULL));
   ASSERT_TRUE(u);
   EXPECT_EQ(*u, 0x0123456789abcdefULL);
+}
+
+std::vector<ListEntry> sample_listing() {
+  ListEntry f;
+  f.name = "file\nwith newline \xff";
+  f.size = 1234;
+  f.mode = 0100644;
+  f.uid = 1000;
+  f.gid = 1000;
+  f.mtime_sec = -3;
+  f.mtime_nsec = 999'999'999;
+  f.nlink = 2;
+  f.has_checksum = true;
+  f.checksum = 0xfeedfacecafebeefULL;
+  ListEntry d;
+  d.name = "dir";
+  d.type = FileType::Directory;
+  d.mode = 040755;
+  d.nlink = 3;
+  ListEntry l;
+  l.name = std::string(255, 'l');
+  l.type = FileType::Symlink;
+  l.mode = 0120777;
+  l.symlink = "../../x";
+  return {f, d, l};
+}
+
+TEST(Protocol, ListingRoundTrips) {
+  const std::vector<ListEntry> entries = sample_listing();
+  const std::string data = encode_listing(entries);
+  std::size_t size = 4;
+  for (const ListEntry& e : entries) size += list_entry_size(e);
+  EXPECT_EQ(data.size(), size);
+  Result<std::vector<ListEntry>> back = decode_listing(data);
+  ASSERT_TRUE(back) << back.error().what;
+  EXPECT_EQ(*back, entries);
+  Result<std::vector<ListEntry>> empty = decode_listing(encode_listing({}));
+  ASSERT_TRUE(empty);
+  EXPECT_TRUE(empty->empty());
+}
+
+TEST(Protocol, HostileListingsAreErrors) {
+  // Names that would address something outside the listed directory.
+  for (const std::string& bad : {std::string(), std::string("."), std::string(".."), std::string("a/b"),
+                                 std::string("a\0b", 3), std::string(256, 'n')}) {
+    std::vector<ListEntry> e = sample_listing();
+    e[1].name = bad;
+    Result<std::vector<ListEntry>> r = decode_listing(encode_listing(e));
+    ASSERT_FALSE(r) << quoted(bad);
+    EXPECT_EQ(r.error().code, EPROTO);
+  }
+  std::vector<ListEntry> e = sample_listing();
+  std::string data = encode_listing(e);
+  for (std::size_t cut = 0; cut < data.size(); ++cut) EXPECT_FALSE(decode_listing(data.substr(0, cut)));
+  EXPECT_FALSE(decode_listing(data + '\0'));
+  // A count of 2^32-1 entries with nothing behind it must not allocate.
+  EXPECT_FALSE(decode_listing(std::string("\xff\xff\xff\xff", 4)));
+  // Bad type, bad nsec, bad checksum flag.
+  e[2].type = static_cast<FileType>(9);
+  EXPECT_FALSE(decode_listing(encode_listing(e)));
+  e = sample_listing();
+  e[0].mtime_nsec = 1'000'000'000;
+  EXPECT_FALSE(decode_listing(encode_listing(e)));
+  data = encode_listing({sample_listing()[1]});
+  data[data.size() - 1] = 2;  // has_checksum byte
+  EXPECT_FALSE(decode_listing(data));
 }
 
 TEST(Protocol, TwoFramesInOneBuffer) {
@@ -142,8 +208,19 @@ TEST(ProtocolFuzz, RandomMutatedAndTruncatedInputNeverCrashes) {
     accepted += decode_request(junk).has_value() + decode_reply(junk).has_value() +
                 decode_stat(junk).has_value();
     (void)frame_length(junk);
+    (void)decode_listing(junk);
+    {  // mutated listings: an Error or entries with valid names, never a crash
+      std::string l = encode_listing(sample_listing());
+      for (std::uint64_t k = 1 + rng() % 4; k > 0; --k) l[rng() % l.size()] = static_cast<char>(rng());
+      if (Result<std::vector<ListEntry>> d = decode_listing(l); d) {
+        for (const ListEntry& e : *d) {
+          ASSERT_FALSE(e.name.empty());
+          ASSERT_EQ(e.name.find('/'), std::string::npos);
+        }
+      }
+    }
 
-    const auto op = static_cast<Op>(1 + rng() % static_cast<int>(Op::Checksum));
+    const auto op = static_cast<Op>(1 + rng() % static_cast<int>(Op::List));
     const Request r = random_request(rng, op);
     std::string frame;
     encode_request(r, frame);

@@ -347,6 +347,70 @@ TEST_F(ReceiverTest, RemoveTreesWithoutFollowing) {
   EXPECT_EQ(call(Op::CommitFile, "z").err, EINVAL);
 }
 
+TEST_F(ReceiverTest, ListDescribesEveryEntry) {
+  ok(call(Op::Mkdir, "d", {}, {}, 0, 0, meta_of(S_IFDIR | 0750, 7, 8)));
+  put_file("d/f", "content");
+  ok(call(Op::SetMeta, "d/f", {}, {}, 0, 0, meta_of(S_IFREG | 0640, 100, 200)));
+  ok(call(Op::Symlink, "d/l", "../outside"));
+  ok(call(Op::Link, "d/f", "d/g"));
+  ok(call(Op::Mkdir, "d/sub"));
+  auto find = [](const std::vector<ListEntry>& v, const std::string& n) -> const ListEntry* {
+    for (const ListEntry& e : v)
+      if (e.name == n) return &e;
+    return nullptr;
+  };
+  Reply r = call(Op::List, "d");
+  ok(r);
+  Result<std::vector<ListEntry>> l = decode_listing(r.data);
+  ASSERT_TRUE(l) << l.error().what;
+  ASSERT_EQ(l->size(), 4u);
+  const ListEntry* f = find(*l, "f");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->type, FileType::Regular);
+  EXPECT_EQ(f->size, 7u);
+  EXPECT_EQ(f->mode, S_IFREG | 0640u);
+  EXPECT_EQ(f->mtime_sec, 100);
+  EXPECT_EQ(f->mtime_nsec, 200u);
+  EXPECT_EQ(f->nlink, 2u);
+  EXPECT_FALSE(f->has_checksum);
+  ASSERT_NE(find(*l, "l"), nullptr);
+  EXPECT_EQ(find(*l, "l")->type, FileType::Symlink);
+  EXPECT_EQ(find(*l, "l")->symlink, "../outside");
+  EXPECT_EQ(find(*l, "sub")->type, FileType::Directory);
+  // With checksums: the same xxh64 Op::Checksum gives.
+  r = call(Op::List, "d", {}, {}, 0, kListChecksums);
+  ok(r);
+  l = decode_listing(r.data);
+  ASSERT_TRUE(l);
+  f = find(*l, "f");
+  ASSERT_TRUE(f->has_checksum);
+  EXPECT_EQ(f->checksum, XXH64("content", 7, 0));
+  EXPECT_FALSE(find(*l, "l")->has_checksum);
+  // The root lists too; a file, a missing path and unknown flags do not.
+  r = call(Op::List, "");
+  ok(r);
+  ASSERT_TRUE(decode_listing(r.data));
+  EXPECT_EQ(decode_listing(r.data)->size(), 1u);
+  EXPECT_EQ(call(Op::List, "d/f").err, ENOTDIR);
+  EXPECT_EQ(call(Op::List, "nope").err, ENOENT);
+  EXPECT_EQ(call(Op::List, "d", {}, {}, 0, 0x80).err, EINVAL);
+  // A symlink to a directory outside is not followed.
+  EXPECT_NE(call(Op::List, "d/l").err, 0);
+}
+
+TEST_F(ReceiverTest, ListTooLargeForAFrameIsE2big) {
+  ok(call(Op::Mkdir, "big"));
+  for (int i = 0; i < 100; ++i) spit(at("big/" + std::string(200, 'x') + std::to_string(i)), "");
+  Fd dir(::open(at("big").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(dir.valid());
+  Result<std::string> small = target::list_dir(dir.get(), "big", false, 10'000);
+  ASSERT_FALSE(small);
+  EXPECT_EQ(small.error().code, E2BIG);
+  Result<std::string> fits = target::list_dir(dir.get(), "big", false, 1'000'000);
+  ASSERT_TRUE(fits);
+  EXPECT_EQ(decode_listing(*fits)->size(), 100u);
+}
+
 TEST_F(ReceiverTest, HostilePathsAreRejected) {
   const std::vector<std::string> bad = {"..", "/etc/passwd", "a/../../x", "a//b", "./a", "a/.",
                                         std::string("a\0b", 3), std::string(256, 'n'),
@@ -356,7 +420,7 @@ TEST_F(ReceiverTest, HostilePathsAreRejected) {
     SCOPED_TRACE(quoted(p));
     for (Op op : {Op::Mkdir, Op::BeginFile, Op::Write, Op::Truncate, Op::Signature, Op::Delta,
                   Op::SetMeta, Op::Symlink, Op::Mknod, Op::Remove, Op::Stat, Op::Checksum,
-                  Op::Punch}) {
+                  Op::Punch, Op::List}) {
       const Reply r = call(op, p, "t", "data", 0, kLast, meta_of(S_IFIFO | 0777, 0, 0));
       EXPECT_TRUE(r.err == EINVAL || r.err == ENAMETOOLONG) << "op " << int(op) << ": " << r.err;
     }
@@ -381,7 +445,7 @@ TEST_F(ReceiverTest, DirectorySwappedForSymlinkCannotEscape) {
   const Meta m = meta_of(S_IFREG | 0777, 1, 1);
   for (Op op : {Op::Mkdir, Op::BeginFile, Op::Write, Op::Truncate, Op::CommitFile, Op::Delta,
                 Op::SetMeta, Op::Symlink, Op::Mknod, Op::Remove, Op::Stat, Op::Checksum,
-                Op::Signature, Op::Punch}) {
+                Op::Signature, Op::Punch, Op::List}) {
     for (const char* p : {"d/secret", "d/sub/x", "d/staged", "d/sub"}) {
       const Reply r = call(op, p, "t", "pwned", 0, kLast, m);
       // Write/Truncate to a staged path go to its temp, which stays inside
