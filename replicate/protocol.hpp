@@ -15,7 +15,7 @@
 
 namespace mirrorfs::replicate {
 
-inline constexpr std::uint32_t kProtocolVersion = 1;
+inline constexpr std::uint32_t kProtocolVersion = 2;  // 2: Op::List
 inline constexpr std::uint32_t kMaxFrame = 64u << 20;  // larger frames are a protocol error
 
 enum class Op : std::uint8_t {
