@@ -54,7 +54,11 @@ std::string join_path(const std::string& dir, const std::string& name) {
 
 Reconciler::Reconciler(const Fd& source_root, ReconcileOptions opt)
     : root_(source_root), opt_(std::move(opt)) {
-  dirs_.push_back({std::string(), true});
+  if (opt_.scope.empty()) {
+    dirs_.push_back({std::string(), true});
+  } else {
+    for (const std::string& d : opt_.scope) dirs_.push_back({d, true});
+  }
 }
 
 Result<Batch> Reconciler::step(Transport& t) {
@@ -172,7 +176,7 @@ void Reconciler::compare_entry(const std::string& path, const ListEntry& s, cons
   const bool recent = suspect(path);
   switch (s.type) {
     case FileType::Directory:
-      dirs_.push_back({path, true});
+      if (opt_.scope.empty()) dirs_.push_back({path, true});
       if (recent || !same_meta(s, d) || !same_mtime(s, d)) add_mark(out, path, false, true, false, 0);
       return;
     case FileType::Regular:
@@ -239,7 +243,8 @@ Result<void> Reconciler::check_content(Transport& t, const std::vector<Check>& c
   return {};
 }
 
-void for_each_recent(const Fd& root, std::int64_t since_ns, const std::function<void(const std::string&)>& f) {
+void for_each_recent(const Fd& root, std::int64_t since_ns,
+                     const std::function<void(const std::string&, bool is_dir)>& f) {
   std::vector<std::string> stack{std::string()};
   while (!stack.empty()) {
     const std::string dir = std::move(stack.back());
@@ -254,7 +259,7 @@ void for_each_recent(const Fd& root, std::int64_t since_ns, const std::function<
       std::string path = join_path(dir, e.name);
       struct stat st {};
       if (::fstatat(fd.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && ctime_ns(st) >= since_ns)
-        f(path);
+        f(path, e.type == FileType::Directory);
       if (e.type == FileType::Directory) stack.push_back(std::move(path));
     }
   }

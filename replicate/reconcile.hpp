@@ -61,6 +61,11 @@ struct ReconcileOptions {
   // regular files, a content comparison.
   std::set<std::string> suspects;
   std::int64_t suspect_since_ns = 0;
+  // Non-empty: compare only these directories' entries (no descent into
+  // directories both sides have; new ones are still sent whole). Crash
+  // recovery with initial_sync=none uses it to find deletions made just
+  // before the crash in the directories that changed.
+  std::set<std::string> scope;
 };
 
 struct ReconcileCounters {
@@ -111,8 +116,9 @@ class Reconciler {
 
 [[nodiscard]] std::string join_path(const std::string& dir, const std::string& name);
 
-// Entries under the source root whose ctime is at or after since_ns, for
-// crash recovery without a reconcile; f gets each path.
-void for_each_recent(const Fd& root, std::int64_t since_ns, const std::function<void(const std::string&)>& f);
+// Entries under the source root (the root itself left out) whose ctime is
+// at or after since_ns, for crash recovery without a full reconcile.
+void for_each_recent(const Fd& root, std::int64_t since_ns,
+                     const std::function<void(const std::string&, bool is_dir)>& f);
 
 }  // namespace mirrorfs::replicate

@@ -185,15 +185,32 @@ void Replicator::apply_recovery() {
         walk_opt_.mode = SyncMode::Quick;  // the list is incomplete: compare everything
         what += "; initial_sync=none, but the pending list overflowed: running a quick reconcile";
       } else if (walk_opt_.mode == SyncMode::None) {
+        // No full pass: ship again what was pending and whatever changed
+        // since the last heartbeat, and compare the directories among them
+        // (and the parents of pending paths) entry by entry, which finds
+        // deletions made just before the crash.
         std::size_t n = 0;
-        auto again = [&](const std::string& path) {
+        std::set<std::string> scope{std::string()};
+        auto again = [&](const std::string& path, bool is_dir) {
+          if (is_dir) {
+            scope.insert(path);
+            return;
+          }
           journal_.record({ChangeKind::Created, path});
           ++n;
         };
-        for (const std::string& p : rec.paths) again(p);
+        for (const std::string& p : rec.paths) {
+          again(p, false);
+          const auto slash = p.rfind('/');
+          scope.insert(slash == std::string::npos ? std::string() : p.substr(0, slash));
+        }
         if (rec.suspect_since_ns != 0) for_each_recent(root_, rec.suspect_since_ns, again);
-        what += "; initial_sync=none: " + std::to_string(n) + " path(s) queued to ship again";
-        initial_done_ = true;
+        walk_opt_.mode = SyncMode::Quick;
+        walk_opt_.scope = std::move(scope);
+        walk_opt_.suspects.clear();
+        walk_opt_.suspect_since_ns = 0;  // those entries are queued already
+        what += "; initial_sync=none: " + std::to_string(n) + " path(s) queued to ship again, " +
+                std::to_string(walk_opt_.scope.size()) + " directories compared";
       }
     }
     log_->info("repl[{}]: state {}: {}", index_, quoted(opt_.state->path()), what);

@@ -232,7 +232,7 @@ std::string Recovery::describe() const {
     ::localtime_r(&t, &tm);
     char when[32];
     std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-    out += std::string(", entries changed since ") + when + " are compared by content";
+    out += std::string(", entries changed since ") + when + " get checked";
   }
   return out;
 }

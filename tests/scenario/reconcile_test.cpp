@@ -224,11 +224,12 @@ TEST(Reconcile, CleanRestartSkipsTheChecksumPass) {
 // detached, a new mount: the target converges to the source exactly.
 using TargetOptions = std::function<std::vector<std::string>(const std::string& rep)>;
 
-void crash_and_recover(std::uint64_t s, const TargetOptions& target) {
-  SCOPED_TRACE(testing::Message() << "MIRRORFS_SEED=" << s);
+void crash_and_recover(std::uint64_t s, const TargetOptions& target, const std::string& initial_sync = "quick") {
+  SCOPED_TRACE(testing::Message() << "MIRRORFS_SEED=" << s << " initial_sync=" << initial_sync);
   TempDir t;
   const std::string src = t.mkdir("src"), mnt = t.mkdir("mnt"), rep = t.mkdir("rep");
-  const std::vector<std::string> opts = with(target(rep), {"state_dir=" + t.sub("state"), "delay=1ms"});
+  const std::vector<std::string> opts =
+      with(target(rep), {"state_dir=" + t.sub("state"), "delay=1ms", "initial_sync=" + initial_sync});
   {
     MountGuard m(src, mnt, {.options = opts});
     ASSERT_TRUE(m.ok()) << m.error();
@@ -260,6 +261,13 @@ TEST(Reconcile, KillDashNineMidWorkloadConvergesLocal) {
     crash_and_recover(seed() + round, [](const std::string& rep) {
       return std::vector<std::string>{"target=" + rep};
     });
+}
+
+// initial_sync=none trusts the target, but not after a crash: what was
+// pending and what changed since the last heartbeat still goes.
+TEST(Reconcile, KillDashNineWithInitialSyncNoneStillConverges) {
+  crash_and_recover(seed(), [](const std::string& rep) { return std::vector<std::string>{"target=" + rep}; },
+                    "none");
 }
 
 TEST(Reconcile, KillDashNineMidWorkloadConvergesOverSsh) {
