@@ -37,7 +37,8 @@ enum class Op : std::uint8_t {
   Remove,      // path: unlink a file, or remove a directory tree; absent is ok
   Barrier,     // fsync everything touched since the last Barrier; reply after
   Stat,        // path: reply data = encoded Meta + size + type of what is there
-  Checksum,    // path: reply data = 8-byte xxh64 of the content
+  Checksum,    // path: reply data = 8-byte xxh64 of the content; flags & kChecksumLayout:
+               //   of the content followed by the data extents (SEEK_DATA/SEEK_HOLE)
   Punch,       // path, offset, data = 8-byte length (encode_u64): make [offset, offset+length)
                //   a hole (staged temp if open, else in place); the size is kept
   List,        // path = a directory ("" = the root): reply data = encode_listing() of its
@@ -48,6 +49,7 @@ enum class Op : std::uint8_t {
 
 inline constexpr std::uint32_t kLast = 1;          // Delta: last chunk
 inline constexpr std::uint32_t kListChecksums = 1;  // List: content checksums of regular files
+inline constexpr std::uint32_t kChecksumLayout = 1;  // Checksum: hash the hole layout too
 
 // Frame types (the u8 after the length). A request payload starts with its Op.
 inline constexpr std::uint8_t kFrameRequest = 1;

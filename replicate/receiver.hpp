@@ -150,8 +150,9 @@ struct Parent {
 [[nodiscard]] Result<void> apply_meta_fd(int fd, const Meta& m);
 [[nodiscard]] Result<void> apply_meta_at(int dir, const std::string& name, const Meta& m);
 [[nodiscard]] Result<StatInfo> stat_at(int dir, const std::string& name);
-// xxh64 (seed 0) of a file's whole content, read with pread from fd.
-[[nodiscard]] Result<std::uint64_t> xxh64_fd(int fd, const std::string& path);
+// xxh64 (seed 0) of a file's whole content, read with pread from fd; with
+// layout, the data extents (SEEK_DATA/SEEK_HOLE) are hashed after it.
+[[nodiscard]] Result<std::uint64_t> xxh64_fd(int fd, const std::string& path, bool layout = false);
 // The entries of the directory open at dir_fd (. and .. left out), as List
 // replies them; checksums of regular files if asked. E2BIG once the encoded
 // listing would exceed max_bytes.

@@ -14,6 +14,7 @@ namespace mirrorfs::replicate {
 namespace {
 
 constexpr std::uint32_t kTypeMask = S_IFMT;
+constexpr std::size_t kMaxEntriesPerExchange = 200'000;
 
 bool is_temp(const std::string& name) { return name.starts_with(kTempPrefix); }
 
@@ -67,13 +68,19 @@ Result<Batch> Reconciler::step(Transport& t) {
     add_mark(out, std::string(), false, true, false, 0);  // the root's own metadata
     root_marked_ = true;
   }
-  std::vector<Dir> take;
+  // Source listings first: they bound the exchange, so the replies held in
+  // memory at once stay near kMaxEntriesPerExchange entries.
+  std::vector<std::pair<Dir, Result<std::vector<ListEntry>>>> take;
   std::vector<Request> reqs;
-  while (!dirs_.empty() && reqs.size() < opt_.dirs_per_exchange && take.size() < 4 * opt_.dirs_per_exchange) {
+  std::size_t entries = 0;
+  while (!dirs_.empty() && reqs.size() < opt_.dirs_per_exchange && entries < kMaxEntriesPerExchange &&
+         take.size() < 4 * opt_.dirs_per_exchange) {
     Dir d = std::move(dirs_.front());
     dirs_.pop_front();
+    Result<std::vector<ListEntry>> src = source_listing(d.path);
+    if (src) entries += src->size();
     if (d.on_target) reqs.push_back(list_request(d.path, opt_.mode == SyncMode::Checksum));
-    take.push_back(std::move(d));
+    take.emplace_back(std::move(d), std::move(src));
   }
   std::vector<Reply> replies;
   if (!reqs.empty()) {
@@ -84,8 +91,7 @@ Result<Batch> Reconciler::step(Transport& t) {
   }
   std::vector<Check> checks;
   std::size_t k = 0;
-  for (const Dir& d : take) {
-    Result<std::vector<ListEntry>> src = source_listing(d.path);
+  for (auto& [d, src] : take) {
     if (d.on_target) {
       const Reply& rp = replies[k++];
       if (!src) continue;  // gone from the source since: the journal has what happened
@@ -102,6 +108,7 @@ Result<Batch> Reconciler::step(Transport& t) {
     } else if (src) {
       source_only(d.path, *src, out);
     }
+    src = std::vector<ListEntry>{};  // free as we go
   }
   if (!checks.empty()) {
     if (Result<void> c = check_content(t, checks, out); !c) return tl::unexpected(c.error());
@@ -184,7 +191,7 @@ void Reconciler::compare_entry(const std::string& path, const ListEntry& s, cons
         return add_mark(out, path, true, true, false, s.size);
       if (opt_.mode == SyncMode::Checksum && d.has_checksum) {
         ++counters_.checksums;
-        Result<std::uint64_t> h = source_checksum(path);
+        Result<std::uint64_t> h = source_checksum(path, false);
         if (!h || *h != d.checksum) return add_mark(out, path, true, true, false, s.size);
       } else if (recent) {
         checks.push_back({path, s.size, true});
@@ -212,10 +219,10 @@ bool Reconciler::suspect(const std::string& path) const {
          ctime_ns(st) >= opt_.suspect_since_ns;
 }
 
-Result<std::uint64_t> Reconciler::source_checksum(const std::string& path) const {
+Result<std::uint64_t> Reconciler::source_checksum(const std::string& path, bool layout) const {
   Fd fd(::openat(root_.get(), path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
   if (!fd.valid()) return fail_errno("open", path);
-  return target::xxh64_fd(fd.get(), path);
+  return target::xxh64_fd(fd.get(), path, layout);
 }
 
 // The suspects of one step: one exchange of Checksum requests.
@@ -226,6 +233,9 @@ Result<void> Reconciler::check_content(Transport& t, const std::vector<Check>& c
     Request r;
     r.op = Op::Checksum;
     r.path = c.path;
+    // A crash may have left equal bytes in another layout: a write of what
+    // read as zeros from a hole being made, whose Punch never shipped.
+    r.flags = kChecksumLayout;
     reqs.push_back(std::move(r));
   }
   Result<std::vector<Reply>> r = t.exchange(reqs);
@@ -235,7 +245,7 @@ Result<void> Reconciler::check_content(Transport& t, const std::vector<Check>& c
     ++counters_.checksums;
     const Reply& rp = (*r)[i];
     Result<std::uint64_t> theirs = rp.err == 0 ? decode_u64(rp.data) : fail(rp.err, rp.message);
-    Result<std::uint64_t> ours = source_checksum(checks[i].path);
+    Result<std::uint64_t> ours = source_checksum(checks[i].path, true);
     const bool same = theirs && ours && *theirs == *ours;
     if (!same) add_mark(out, checks[i].path, true, true, false, checks[i].size);
     else if (checks[i].meta_differs) add_mark(out, checks[i].path, false, true, false, 0);

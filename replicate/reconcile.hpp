@@ -18,7 +18,8 @@
 //   regular, Checksum mode: same size+mtime, other xxh64   exist+meta
 //   suspect (crash recovery: a persisted pending path, or ctime at or after
 //     suspect_since): metadata (with xattrs) sent again; a regular file is
-//     compared by content (Op::Checksum, one extra exchange per step for all)
+//     compared by content and hole layout (Op::Checksum with kChecksumLayout,
+//     one extra exchange per step for all of them)
 //   mode / owner / mtime of the rest differ        meta
 //   symlink text differs           exist
 //   only on the target             exist+replace (a Remove), unless
@@ -103,7 +104,7 @@ class Reconciler {
                      std::vector<Check>& checks);
   void add_mark(Batch& out, std::string path, bool exist, bool meta, bool replace, std::uint64_t bytes);
   [[nodiscard]] bool suspect(const std::string& path) const;
-  [[nodiscard]] Result<std::uint64_t> source_checksum(const std::string& path) const;
+  [[nodiscard]] Result<std::uint64_t> source_checksum(const std::string& path, bool layout) const;
   [[nodiscard]] Result<std::vector<ListEntry>> source_listing(const std::string& dir) const;
   [[nodiscard]] Result<void> check_content(Transport& t, const std::vector<Check>& checks, Batch& out);
 

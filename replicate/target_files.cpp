@@ -46,19 +46,31 @@ bool same_basis(const Receiver::Basis& a, const Receiver::Basis& b) {
 }  // namespace
 
 namespace target {
-Result<std::uint64_t> xxh64_fd(int fd, const std::string& path) {
+Result<std::uint64_t> xxh64_fd(int fd, const std::string& path, bool layout) {
   XXH64_state_t* st = XXH64_createState();
   if (st == nullptr) return fail(ENOMEM, "xxh64 state");
   const std::unique_ptr<XXH64_state_t, XXH_errorcode (*)(XXH64_state_t*)> guard(st, XXH64_freeState);
   XXH64_reset(st, 0);
   std::vector<char> buf(256 * 1024);
-  for (off_t off = 0;;) {
+  off_t off = 0;
+  for (;;) {
     const ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return fail_errno("read", path);
     if (n == 0) break;
     XXH64_update(st, buf.data(), static_cast<std::size_t>(n));
     off += n;
+  }
+  // The data extents, as (start, end) pairs: equal content with holes in
+  // other places hashes differently.
+  for (off_t pos = 0; layout && pos < off;) {
+    const off_t data = ::lseek(fd, pos, SEEK_DATA);
+    if (data < 0) break;  // ENXIO: only a hole is left
+    off_t hole = ::lseek(fd, data, SEEK_HOLE);
+    if (hole < 0 || hole > off) hole = off;
+    const std::uint64_t ext[2] = {static_cast<std::uint64_t>(data), static_cast<std::uint64_t>(hole)};
+    XXH64_update(st, ext, sizeof ext);
+    pos = hole;
   }
   return XXH64_digest(st);
 }
@@ -248,7 +260,7 @@ Result<std::string> Receiver::op_checksum(const Request& r) {
   }
   Result<Fd> f = target::open_regular(p->fd, p->name, O_RDONLY);
   if (!f) return tl::unexpected(f.error());
-  Result<std::uint64_t> h = xxh64_fd(f->get(), r.path);
+  Result<std::uint64_t> h = xxh64_fd(f->get(), r.path, (r.flags & kChecksumLayout) != 0);
   if (!h) return tl::unexpected(h.error());
   return encode_u64(*h);
 }

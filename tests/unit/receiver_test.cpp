@@ -398,6 +398,26 @@ TEST_F(ReceiverTest, ListDescribesEveryEntry) {
   EXPECT_NE(call(Op::List, "d/l").err, 0);
 }
 
+TEST_F(ReceiverTest, ChecksumWithLayoutSeesHoles) {
+  // Equal bytes: one file has a hole where the other has written zeros.
+  const std::string zeros(3 * 4096, '\0');
+  ok(call(Op::BeginFile, "dense"));
+  ok(call(Op::Write, "dense", {}, zeros + "tail", 0));
+  ok(call(Op::CommitFile, "dense"));
+  ok(call(Op::BeginFile, "sparse"));
+  ok(call(Op::Write, "sparse", {}, "tail", zeros.size()));
+  ok(call(Op::CommitFile, "sparse"));
+  const Reply a = call(Op::Checksum, "dense"), b = call(Op::Checksum, "sparse");
+  ok(a);
+  ok(b);
+  EXPECT_EQ(a.data, b.data);
+  const Reply al = call(Op::Checksum, "dense", {}, {}, 0, kChecksumLayout);
+  const Reply bl = call(Op::Checksum, "sparse", {}, {}, 0, kChecksumLayout);
+  ok(al);
+  ok(bl);
+  EXPECT_NE(al.data, bl.data);
+}
+
 TEST_F(ReceiverTest, ListTooLargeForAFrameIsE2big) {
   ok(call(Op::Mkdir, "big"));
   for (int i = 0; i < 100; ++i) spit(at("big/" + std::string(200, 'x') + std::to_string(i)), "");
