@@ -3,8 +3,18 @@
 // Replies to every complete frame already buffered are written in one go
 // before the next read, so a pipelined batch costs few syscalls. stdout
 // carries frames: the logger writes to stderr only.
+//
+// One session per target root at a time: the agent holds flock(LOCK_EX) on
+// the root for its lifetime and waits (bounded) for it at start. When a
+// sender dies (kill -9), its agent may still be applying the requests
+// already in its pipe; the next session must not compare the target while
+// those land.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 #include <cstdlib>
 #include <optional>
@@ -17,6 +27,25 @@ namespace mirrorfs::replicate {
 namespace {
 
 constexpr std::size_t kReadChunk = 256 * 1024;
+constexpr auto kSessionLockWait = std::chrono::seconds(30);
+
+// Waits for the previous session on this root to end; after the bound it
+// goes on (a hung session elsewhere must not block replication for good).
+void lock_session(int root_fd, const std::string& root, spdlog::logger& log) {
+  const auto deadline = std::chrono::steady_clock::now() + kSessionLockWait;
+  bool said = false;
+  while (::flock(root_fd, LOCK_EX | LOCK_NB) == -1) {
+    if (errno != EWOULDBLOCK && errno != EINTR) return;  // no locks here: nothing to wait for
+    if (std::chrono::steady_clock::now() >= deadline) {
+      log.warn("agent: another session on {} still runs after {}s; going on", quoted(root),
+               kSessionLockWait.count());
+      return;
+    }
+    if (!said) log.info("agent: waiting for the previous session on {} to end", quoted(root));
+    said = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
 
 std::shared_ptr<spdlog::logger> agent_logger() {
   auto log = std::make_shared<spdlog::logger>("agent",
@@ -84,6 +113,7 @@ int run_agent(const std::string& root, int in_fd, int out_fd) {
   Error root_err{};
   const int fd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd >= 0) {
+    lock_session(fd, root, *log);
     rx.emplace(Fd(fd), log);
   } else {
     root_err = Error::from_errno("target root", root);
