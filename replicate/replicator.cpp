@@ -267,6 +267,11 @@ bool Replicator::ship_initial_chunk(std::stop_token st) {
   chunk.entries.assign(std::make_move_iterator(all.begin()),
                        std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(n)));
   all.erase(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(n));
+  if (log_->should_log(spdlog::level::debug)) {
+    for (const Entry& e : chunk.entries)
+      log_->debug("repl[{}]: initial sync: {}{}{}{}", index_, quoted(e.path), e.exist ? " exist" : "",
+                  e.meta ? " meta" : "", e.replace ? " replace" : "");
+  }
   const bool ok = ship_batch(st, chunk, false);
   if (walk_) initial_entries_ += n;  // (a broken session reset the pass)
   publish_progress(false);

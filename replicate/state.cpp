@@ -232,7 +232,8 @@ std::string Recovery::describe() const {
     ::localtime_r(&t, &tm);
     char when[32];
     std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-    out += std::string(", entries changed since ") + when + " get checked";
+    out += std::string(", entries changed since ") + when + "." +
+           std::to_string(suspect_since_ns % 1'000'000'000) + " get checked";
   }
   return out;
 }
