@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <limits>
 #include <unordered_map>
 
@@ -55,6 +56,7 @@ std::string join_path(const std::string& dir, const std::string& name) {
 
 Reconciler::Reconciler(const Fd& source_root, ReconcileOptions opt)
     : root_(source_root), opt_(std::move(opt)) {
+  opt_.dirs_per_exchange = std::max<std::size_t>(opt_.dirs_per_exchange, 1);
   if (opt_.scope.empty()) {
     dirs_.push_back({std::string(), true});
   } else {
