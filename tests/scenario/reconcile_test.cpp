@@ -276,9 +276,13 @@ void crash_and_recover(std::uint64_t s, const TargetOptions& target, const std::
   CompareOptions no_holes = exact();
   no_holes.holes = false;
   expect_level(src, rep, mnt, no_holes);
-  if (const auto holes = compare_trees(src, rep, exact()); !holes.empty())
+  if (const auto holes = compare_trees(src, rep, exact()); !holes.empty()) {
     std::printf("NOTE (seed %llu): hole layout differs:\n%s\n", static_cast<unsigned long long>(s),
                 join_lines(holes).c_str());
+    ::sync();
+    const auto again = compare_trees(src, rep, exact());
+    std::printf("NOTE: after sync(): %s\n", again.empty() ? "equal" : join_lines(again).c_str());
+  }
   const std::string log = m.log();
   if (testing::Test::HasFailure()) {  // what the recovery saw, for the failure report
     for (const auto& [path, before] : maps_before)
