@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -165,6 +166,117 @@ TEST(Faults, TargetFilesystemFull) {
         << std::strerror(errno);
     expect_level(src, rep, mnt);
   }
+}
+
+}  // namespace
+}  // namespace mirrorfs::test
+
+namespace mirrorfs::test {
+namespace {
+
+std::string pattern(std::size_t size, std::uint32_t salt) {
+  std::string data(size, '\0');
+  std::uint64_t x = 0x9e3779b97f4a7c15ull ^ salt;
+  for (auto& c : data) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    c = static_cast<char>(x);
+  }
+  return data;
+}
+
+// The source filesystem fills up: writes through the mount fail with ENOSPC
+// as on the backing filesystem, the daemon stays up, and once space is freed
+// the target converges.
+TEST(Faults, SourceFilesystemFull) {
+  TempDir t;
+  const std::string src = t.mkdir("src"), mnt = t.mkdir("mnt"), rep = t.mkdir("rep");
+  ASSERT_EQ(::mount("mirrorfs-test", src.c_str(), "tmpfs", 0, "size=4m"), 0) << std::strerror(errno);
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount_src{src};
+  {
+    MountGuard m(src, mnt, {.options = {"target=" + rep}});
+    ASSERT_TRUE(m.ok()) << m.error();
+    const std::string block = pattern(64 << 10, 1);
+    int err = 0, files = 0;
+    for (int i = 0; i < 200 && err == 0; ++i) {
+      const int fd = ::open((mnt + "/f" + std::to_string(i)).c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ASSERT_GE(fd, 0) << std::strerror(errno);
+      if (::write(fd, block.data(), block.size()) != static_cast<ssize_t>(block.size())) err = errno;
+      if (::close(fd) != 0 && err == 0) err = errno;
+      ++files;
+    }
+    EXPECT_EQ(err, ENOSPC) << "after " << files << " files";
+    for (int i = 0; i < files; i += 2) ::unlink((mnt + "/f" + std::to_string(i)).c_str());
+    std::ofstream(mnt + "/after") << "written once space was back";
+    expect_level(src, rep, mnt);
+    EXPECT_EQ(read_file(rep + "/after"), "written once space was back");
+  }
+}
+
+// A large file rewritten and truncated over and over while it ships: the
+// target ends with the final content, never a mix.
+TEST(Faults, FileChangedWhileShipped) {
+  TempDir t;
+  const std::string src = t.mkdir("src"), mnt = t.mkdir("mnt"), rep = t.mkdir("rep");
+  MountGuard m(src, mnt, {.options = {"target=" + rep, "delay=0"}});
+  ASSERT_TRUE(m.ok()) << m.error();
+  const std::string path = mnt + "/moving.bin";
+  for (std::uint32_t round = 0; round < 12; ++round) {
+    const std::string data = pattern((round % 3 + 1) * (3u << 20), round);
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | (round % 4 == 0 ? O_TRUNC : 0), 0644);
+    ASSERT_GE(fd, 0);
+    for (std::size_t off = 0; off < data.size(); off += 1 << 20)
+      ASSERT_EQ(::pwrite(fd, data.data() + off, 1 << 20, static_cast<off_t>(off)), 1 << 20);
+    ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(data.size() - round * 4096)), 0);
+    ::close(fd);
+    std::this_thread::sleep_for(std::chrono::milliseconds(round * 7 % 40));
+  }
+  expect_level(src, rep, mnt);
+}
+
+// The agent is killed in the middle of shipping a new 128 MiB file (the
+// startup pass copies it): the target never shows a torn file under the final
+// name, and once the sender reconnects the file lands whole, with no temp
+// left behind.
+TEST(Faults, AgentKilledMidTransferLeavesNoTornFile) {
+  SshdServer sshd;
+  ASSERT_TRUE(sshd.ok()) << sshd.error();
+  TempDir t;
+  const std::string src = t.mkdir("src"), mnt = t.mkdir("mnt"), rep = t.mkdir("rep");
+  const std::string data = pattern(128u << 20, 9);
+  {
+    std::ofstream f(src + "/big.bin", std::ios::binary);
+    f.write(data.data(), static_cast<std::streamsize>(data.size()));
+  }
+  MountGuard m(src, mnt, {.options = ssh_target(sshd, rep), .fail_on_error_log = false});
+  ASSERT_TRUE(m.ok()) << m.error();
+  // Kill every agent (children of the sshd sessions) as soon as a temp shows.
+  int kills = 0;
+  for (int i = 0; i < 400 && kills == 0; ++i) {
+    DIR* d = ::opendir(rep.c_str());
+    bool staging = false;
+    while (d != nullptr) {
+      const dirent* e = ::readdir(d);
+      if (e == nullptr) break;
+      staging |= std::string(e->d_name).starts_with(".mirrorfs.tmp.");
+    }
+    if (d != nullptr) ::closedir(d);
+    if (staging) {
+      const auto r = run_command({"pkill", "-KILL", "-f", std::string("^") + MIRRORFS_BIN + " agent"});
+      kills += r.ok() ? 1 : 0;
+    }
+    struct stat st {};
+    if (::stat((rep + "/big.bin").c_str(), &st) == 0) {
+      ASSERT_EQ(static_cast<std::size_t>(st.st_size), data.size()) << "torn file under its final name";
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(kills, 1) << "the transfer was never seen staging";
+  expect_level(src, rep, mnt);
 }
 
 }  // namespace
