@@ -3,6 +3,9 @@
 // Replies to every complete frame already buffered are written in one go
 // before the next read, so a pipelined batch costs few syscalls. stdout
 // carries frames: the logger writes to stderr only.
+// When the session dies (the ssh connection cut: EOF, EPIPE, or SIGHUP/
+// SIGTERM from sshd) the agent returns normally, so the Receiver removes the
+// temps of transfers it had staged: none is left behind on the target.
 //
 // One session per target root at a time: the agent holds flock(LOCK_EX) on
 // the root for its lifetime and waits (bounded) for it at start. When a
@@ -14,10 +17,10 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <thread>
-
+#include <csignal>
 #include <cstdlib>
 #include <optional>
+#include <thread>
 
 #include <spdlog/sinks/stdout_sinks.h>
 
@@ -47,6 +50,20 @@ void lock_session(int root_fd, const std::string& root, spdlog::logger& log) {
   }
 }
 
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+// SIGHUP/SIGTERM/SIGINT interrupt the blocking read or write (no SA_RESTART)
+// and end the loop; SIGPIPE becomes EPIPE.
+void install_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGHUP, SIGTERM, SIGINT}) ::sigaction(sig, &sa, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+}
+
 std::shared_ptr<spdlog::logger> agent_logger() {
   auto log = std::make_shared<spdlog::logger>("agent",
                                               std::make_shared<spdlog::sinks::stderr_sink_mt>());
@@ -59,7 +76,7 @@ bool write_all(int fd, const std::string& data) {
   std::size_t done = 0;
   while (done < data.size()) {
     const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EINTR && g_stop_signal == 0) continue;
     if (n < 0) return false;
     done += static_cast<std::size_t>(n);
   }
@@ -98,7 +115,7 @@ Step read_more(int fd, std::string& in) {
   in.resize(old + kReadChunk);
   for (;;) {
     const ssize_t n = ::read(fd, in.data() + old, kReadChunk);
-    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EINTR && g_stop_signal == 0) continue;
     in.resize(old + static_cast<std::size_t>(n < 0 ? 0 : n));
     if (n < 0) return Step::IoError;
     return n == 0 ? Step::Eof : Step::More;
@@ -109,6 +126,7 @@ Step read_more(int fd, std::string& in) {
 
 int run_agent(const std::string& root, int in_fd, int out_fd) {
   const std::shared_ptr<spdlog::logger> log = agent_logger();
+  install_signal_handlers();
   std::optional<Receiver> rx;
   Error root_err{};
   const int fd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -136,6 +154,10 @@ int run_agent(const std::string& root, int in_fd, int out_fd) {
         log->error("agent: the sender closed mid-frame ({} bytes pending)", in.size());
         return 2;
       default:
+        if (g_stop_signal != 0) {
+          log->warn("agent: stopped by signal {}; staged temps removed", ::strsignal(g_stop_signal));
+          return 1;
+        }
         log->error("agent: read from the sender failed: {}", std::strerror(errno));
         return 1;
     }

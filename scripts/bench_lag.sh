@@ -16,7 +16,7 @@
 #                  pyinotify      scripts/peer_pyinotify_rsync.py: one whole-
 #                                 tree `rsync -az --delete` per IN_CLOSE_WRITE
 #                  rsync-loop     while sleep 1; do rsync -az --delete ...; done
-#   --workloads  comma list of lag,bigedit,rename (default all)
+#   --workloads  comma list of lag,bigedit,rename,reconcile (default all)
 #   --json FILE  also write the JSON lines to FILE
 #   --dir DIR    where the scratch directory goes (default /var/tmp, a disk)
 #   --bin PATH   the mirrorfs binary (default build/mirrorfs; it is copied into
@@ -63,6 +63,16 @@
 #            no old name and the new directory with every name at the right
 #            size (polled), then every file's content is compared (must match,
 #            or polling goes on).
+#   reconcile  startup comparison of a tree with its target, mirrorfs's
+#            startup reconcile (initial_sync=quick, the default) against
+#            `rsync -a --delete -e ssh` (the peer the systems list does not
+#            change), over the same sshd: N = 100,000 files (--quick 20,000)
+#            in 100 directories. cold: empty target. warm: the target is a
+#            copy, then the source gets 10 files rewritten, 10 new, 10
+#            deleted. Time from starting the tool (mirrorfs: launching the
+#            daemon, until `mirrorfs status --json` says the startup pass is
+#            done and nothing is pending; rsync: the command) to done; then
+#            the target is compared with the source (`diff -r`, untimed).
 #   Timeouts: lag 30 s per file; bigedit and rename 60 s (--quick) / 180 s.
 #
 # Bytes on the wire: nftables counters on the private sshd's port (one table
@@ -96,7 +106,7 @@ json_out=""
 base_dir=/var/tmp
 bin="$repo/build/mirrorfs"
 systems="mirrorfs,lsyncd,lsyncd-delay0,pyinotify,rsync-loop"
-workloads="lag,bigedit,rename"
+workloads="lag,bigedit,rename,reconcile"
 usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; }
 need_arg() { [ "$2" -ge 2 ] || { echo "bench_lag.sh: $1 needs an argument" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
@@ -113,9 +123,9 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$quick" = 1 ]; then
-  lag_sizes=(2000 20000) big_mib=256 ren_files=2000 op_timeout=60
+  lag_sizes=(2000 20000) big_mib=256 ren_files=2000 op_timeout=60 rec_files=20000
 else
-  lag_sizes=(10000 100000) big_mib=1024 ren_files=10000 op_timeout=180
+  lag_sizes=(10000 100000) big_mib=1024 ren_files=10000 op_timeout=180 rec_files=100000
 fi
 lag_dirs=100 lag_count=200 lag_interval=0.05 lag_timeout=30 ren_file_size=10240
 start_timeout=300   # lsyncd's startup rsync of a 100,000-file tree, first rsync pass
@@ -130,7 +140,7 @@ for s in "${system_list[@]}"; do
 done
 IFS=, read -r -a workload_list <<<"$workloads"
 for w in "${workload_list[@]}"; do
-  case "$w" in lag|bigedit|rename) ;; *) die "unknown workload '$w'";; esac
+  case "$w" in lag|bigedit|rename|reconcile) ;; *) die "unknown workload '$w'";; esac
 done
 has_system() { [[ ",$systems," == *",$1,"* ]]; }
 has_workload() { [[ ",$workloads," == *",$1,"* ]]; }
@@ -292,6 +302,19 @@ def cmd_gendir(a):
     os.makedirs(a.dir)
     for i in range(a.n):
         wfile(os.path.join(a.dir, f"g{i:06d}"), os.urandom(a.size))
+
+def cmd_mutate(a):
+    """The warm reconcile case: rewrite, add and delete a few files."""
+    rng = random.Random(a.seed)
+    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(a.dir) for f in fs)
+    picked = rng.sample(files, 2 * a.k)
+    for p in picked[:a.k]:
+        wfile(p, rng.randbytes(os.path.getsize(p)))
+    for p in picked[a.k:]:
+        os.unlink(p)
+    for i in range(a.k):
+        wfile(os.path.join(os.path.dirname(files[i * 97 % len(files)]), f"new_{i:03d}"),
+              rng.randbytes(rng.randint(256, 4096)))
 
 def same_file(p, q):
     with open(p, "rb") as f, open(q, "rb") as g:
@@ -527,6 +550,23 @@ def cmd_tables(a):
                   f"{ratio(tm, bt) if bt is not None else '-'} | "
                   f"{ratio(r['wire_bytes'], bb) if bb and tm is not None else '-'} | "
                   f"{'yes' if r['verified'] else 'no'} |")
+    rs = [r for r in rows if r.get("workload") == "reconcile"]
+    if rs:
+        print(f"\n### Startup reconcile: {rs[0]['n_files']} files in 100 directories, over SSH\n")
+        print("| case | system | time s | wire bytes | time x mirrorfs | target equal |")
+        print("|---|---|---:|---:|---:|---|")
+        for case in ("cold", "warm"):
+            cs = [r for r in rs if r["case"] == case]
+            base = next((r["time_s"] for r in cs if r["system"] == "mirrorfs" and "error" not in r), None)
+            for r in cs:
+                if "error" in r:
+                    print(f"| {case} | {r['system']} | error: {r['error']} | | | |")
+                    continue
+                print(f"| {case} | {r['system']} | {r['time_s']:.2f} | {human(r['wire_bytes'])} | "
+                      f"{ratio(r['time_s'], base) if base else '-'} | {'yes' if r['equal'] else 'NO'} |")
+        print("\ncold: empty target; warm: target a copy, then 10 files rewritten, 10 new, "
+              "10 deleted on the source. mirrorfs: from launching the daemon to its status saying "
+              "the startup pass is done with nothing pending; rsync: `rsync -a --delete -e ssh`.")
     meta = next((r for r in rows if r.get("workload") == "meta"), None)
     if meta:
         print(f"\nBytes on the wire: {meta['bytes_desc']}")
@@ -565,6 +605,8 @@ def main():
             p.add_argument("--write-root", required=True); p.add_argument("--src-root", required=True)
             p.add_argument("--target-root", required=True)
             p.add_argument("--old", required=True); p.add_argument("--new", required=True)
+    p = sp.add_parser("mutate"); p.add_argument("dir"); p.add_argument("k", type=int)
+    p.add_argument("--seed", type=int, default=3)
     p = sp.add_parser("tables"); p.add_argument("results")
     a = ap.parse_args()
     globals()["cmd_" + a.cmd](a)
@@ -573,6 +615,7 @@ if __name__ == "__main__":
     main()
 PY
 probe() { "$py" "$tmp/probe.py" "$@"; }
+counter_now() { "$py" -c 'import sys; sys.path.insert(0, sys.argv[1]); import probe; print(probe.counter(sys.argv[2]))' "$tmp" "$bytes_method"; }
 
 # ---------------------------------------------------------------- private sshd
 mkdir -p /run/sshd
@@ -686,7 +729,7 @@ start_system() {
       sys_pgid=$!
       mounted="$mnt"
       write_root="$mnt"
-      wait_for "mirrorfs mount + a connected target in 'mirrorfs status --json'" 60 mfs_ready || return 1
+      wait_for "mirrorfs mount + a connected target in 'mirrorfs status --json'" "$start_timeout" mfs_ready || return 1
       ;;
     lsyncd|lsyncd-delay0)
       local delay_line=""
@@ -821,6 +864,47 @@ if has_workload rename; then
     run_one rename "\"files\":$ren_files" "$name" "$seed" -- rename \
       --write-root @W@ --src-root "$src" --target-root "$tgt" --old olddir --new newdir \
       --timeout "$op_timeout" --tag workload=rename
+  done
+  rm -rf "$seed"
+fi
+
+if has_workload reconcile; then
+  seed="$tmp/seed-reconcile"
+  say "reconcile: generating $rec_files files in $lag_dirs directories"
+  probe gentree "$seed" "$rec_files" "$lag_dirs"
+  rec_systems=(rsync)
+  has_system mirrorfs && rec_systems=(mirrorfs rsync)
+  for case in cold warm; do
+    for name in "${rec_systems[@]}"; do
+      jt="\"n_files\":$rec_files,\"case\":\"$case\""
+      reset_dirs "$seed"
+      if [ "$case" = cold ]; then
+        rm -rf --one-file-system "$tgt" && mkdir "$tgt"
+      else
+        probe mutate "$src" 10
+      fi
+      sync
+      say "reconcile $case / $name: starting"
+      b0="$(counter_now)" t0="$(date +%s.%N)" ok=1
+      if [ "$name" = mirrorfs ]; then
+        start_system mirrorfs || ok=0
+      else
+        # shellcheck disable=SC2086 # ssh_cmd is a list of words on purpose
+        timeout -k 5 "$start_timeout" rsync -a --delete -e "$ssh_cmd" "$src/" "root@127.0.0.1:$tgt/" \
+          >"$tmp/rsync.log" 2>&1 || ok=0
+      fi
+      t1="$(date +%s.%N)" b1="$(counter_now)"
+      [ "$name" = mirrorfs ] && stop_system
+      if [ "$ok" = 0 ]; then
+        err_line reconcile "$jt" "$name" "did not finish (see its log)"
+        continue
+      fi
+      equal=false
+      diff -r --no-dereference "$src" "$tgt" >/dev/null 2>&1 && equal=true
+      line="{\"workload\":\"reconcile\",$jt,\"system\":\"$name\",\"time_s\":$("$py" -c 'import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 3))' "$t0" "$t1"),\"wire_bytes\":$((b1 - b0)),\"equal\":$equal}"
+      emit "$line"
+      say "reconcile $case / $name: $line"
+    done
   done
   rm -rf "$seed"
 fi

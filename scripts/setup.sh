@@ -18,7 +18,7 @@ done
 packages=(
   build-essential cmake pkg-config git ca-certificates
   libfuse3-dev fuse3 librsync-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
-  libexpected-dev libcli11-dev libxxhash-dev
+  libexpected-dev libcli11-dev libxxhash-dev clang libclang-rt-14-dev
   rsync openssh-server openssh-client attr acl procps psmisc iproute2 python3
 )
 missing=()

@@ -5,13 +5,14 @@
 #   scripts/test.sh [LABEL | -L LABEL] [--sanitize] [--no-setup]
 #
 #   LABEL        run only the ctest tests with this label (unit, integration, scenario)
-#   --sanitize   also build the unit tests with ASan+UBSan in build-asan and run them
+#   --sanitize   also build the unit tests with ASan+UBSan in build-asan and run them,
+#                and run the libFuzzer targets (clang, build-fuzz) for a bounded time
 #                (always on when CI=true)
 #   --no-setup   skip scripts/setup.sh (packages + build) and use ./build as it is
 #
 # Phases, one status line each: setup, install (cmake --install build: the
 # integration tests run `mount -t mirrorfs` through /sbin/mount.mirrorfs),
-# lint, ctest (whose own output is shown), asan, mounts. A failed setup stops
+# lint, ctest (whose own output is shown), asan, fuzz, mounts. A failed setup stops
 # the run; any other failure is reported and the remaining phases still run,
 # so one CI run shows every problem. Exit status 0 only if every phase passed.
 # A fuse.mirrorfs mount left behind by the run fails it (and is lazily
@@ -20,7 +21,8 @@
 #
 # Environment: CI=true (implies --sanitize and MIRRORFS_WERROR=ON),
 # MIRRORFS_WERROR (passed to setup.sh), MIRRORFS_CTEST_TIMEOUT (overall ctest
-# budget, default 40m), MIRRORFS_ASAN_TIMEOUT (ASan build + run, default 30m).
+# budget, default 40m), MIRRORFS_ASAN_TIMEOUT (ASan build + run, default 30m),
+# MIRRORFS_FUZZ_SECONDS (run time of each fuzz target, default 60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -240,10 +242,36 @@ run_asan() {
     phase_fail asan "$t0" "(ASan+UBSan unit tests, exit $rc)"
   fi
 }
+# --- fuzz: libFuzzer targets (tests/fuzz), clang with ASan+UBSan -------------------
+# The seeds in tests/fuzz/corpus are read, never written: what a run finds
+# goes to a scratch directory; a crash leaves its input in build/test-logs.
+run_fuzz() {
+  local t0=$SECONDS secs="${MIRRORFS_FUZZ_SECONDS:-60}" rc=0 work
+  if ! { cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+           -DMIRRORFS_FUZZ=ON -DMIRRORFS_TESTS=OFF &&
+         run_bounded 20m cmake --build build-fuzz -j"$jobs" --target protocol_fuzz; } >"$log_dir/fuzz-build.log" 2>&1; then
+    show_log "$log_dir/fuzz-build.log"
+    phase_fail fuzz "$t0" "(build failed, see build/test-logs/fuzz-build.log)"
+    return
+  fi
+  work="$(mktemp -d)"
+  say "fuzz: protocol_fuzz for ${secs}s"
+  (cd "$log_dir" && run_bounded "$((secs + 120))s" "$repo/build-fuzz/tests/fuzz/protocol_fuzz" \
+     -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 \
+     "$work" "$repo/tests/fuzz/corpus") >"$log_dir/fuzz.log" 2>&1 || rc=$?
+  rm -rf "$work"
+  if [ "$rc" = 0 ]; then
+    phase_ok fuzz "$t0" "(protocol_fuzz: $(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log_dir/fuzz.log" | grep -o '[0-9]*$') inputs, nothing found)"
+  else
+    tail -n 40 "$log_dir/fuzz.log"
+    phase_fail fuzz "$t0" "(protocol_fuzz exit $rc; the input is in build/test-logs/crash-*)"
+  fi
+}
 if [ "$sanitize" = 1 ]; then
   run_asan
+  run_fuzz
 else
-  say "asan: skipped (pass --sanitize, or CI=true)"
+  say "asan, fuzz: skipped (pass --sanitize, or CI=true)"
 fi
 
 # --- mounts left behind -------------------------------------------------------------
