@@ -125,6 +125,7 @@ void Replicator::loop(std::stop_token st) {
     }
     if (!initial_done_.load() && !pass_gate(st)) continue;
     if (!ensure_connected(st)) continue;
+    if (initial_done_.load() && (sweep_all_ || !sweep_dirs_.empty())) start_sweep();
     if (!initial_done_.load()) {
       if (!ship_initial_chunk(st)) sleep_for(st, next_backoff());
       continue;
@@ -235,7 +236,7 @@ bool Replicator::ship_initial_chunk(std::stop_token st) {
     walk_started_ = walk_logged_ = std::chrono::steady_clock::now();
     walk_bytes_base_ = bytes_sent_.load();
     initial_entries_ = 0;
-    log_->info("repl[{}]: initial sync ({}) to {} started", index_, sync_mode_name(walk_opt_.mode),
+    log_->info("repl[{}]: {} ({}) to {} started", index_, pass_name(), sync_mode_name(walk_opt_.mode),
                quoted(spec_.url));
   }
   if (walk_marks_.entries.empty()) {
@@ -310,14 +311,55 @@ void Replicator::publish_progress(bool force) {
 void Replicator::finish_reconcile() {
   publish_progress(true);
   const ReconcileCounters& c = walk_->counters();
-  log_->info("repl[{}]: initial sync ({}) to {} done: {} entries scanned, {} differed and were shipped "
+  log_->info("repl[{}]: {} ({}) to {} done: {} entries scanned, {} differed and were shipped "
              "({} bytes of file data), {} bytes sent, {} checksums computed, {} listings failed, in {:.1f}s",
-             index_, sync_mode_name(walk_opt_.mode), quoted(spec_.url), c.scanned, c.to_send,
+             index_, pass_name(), sync_mode_name(walk_opt_.mode), quoted(spec_.url), c.scanned, c.to_send,
              c.bytes_to_send, rc_bytes_sent_.load(), c.checksums, c.list_errors, rc_seconds_.load());
   rc_eta_ = 0;
   walk_.reset();
   initial_done_ = true;
-  if (opt_.state) opt_.state->recovered();
+  if (opt_.state && !sweeping_) opt_.state->recovered();
+  sweeping_ = false;
+}
+
+// A journal batch broke mid-session: any prefix of it may have landed, and
+// the agent may have died with temps staged. Its directories are compared
+// again after the reconnect (the requeued marks ship the paths themselves).
+void Replicator::note_broken_batch(const Batch& b) {
+  constexpr std::size_t kMaxSweepDirs = 1024;
+  auto parent = [](const std::string& p) {
+    const auto slash = p.rfind('/');
+    return slash == std::string::npos ? std::string() : p.substr(0, slash);
+  };
+  for (const Entry& e : b.entries) {
+    sweep_dirs_.insert(parent(e.path));
+    if (!e.to_path.empty()) sweep_dirs_.insert(parent(e.to_path));
+  }
+  if (sweep_dirs_.size() > kMaxSweepDirs) {
+    sweep_all_ = true;
+    sweep_dirs_.clear();
+  }
+}
+
+void Replicator::start_sweep() {
+  walk_opt_ = ReconcileOptions{};
+  walk_opt_.mode = SyncMode::Quick;
+  walk_opt_.delete_missing = opt_.delete_missing;
+  walk_opt_.dirs_per_exchange = opt_.reconcile_dirs;
+  if (!sweep_all_) walk_opt_.scope = std::move(sweep_dirs_);
+  log_->info("repl[{}]: re-checking {} after the broken session", index_,
+             sweep_all_ ? std::string("the whole tree")
+                        : std::to_string(walk_opt_.scope.size()) + " directories");
+  sweep_dirs_.clear();
+  sweep_all_ = false;
+  sweeping_ = true;
+  walk_.reset();
+  walk_marks_.entries.clear();
+  initial_done_ = false;
+}
+
+const char* Replicator::pass_name() const noexcept {
+  return sweeping_ ? "re-check" : "initial sync";
 }
 
 // Ships b; journal batches are completed or requeued in the journal, startup
@@ -329,6 +371,7 @@ bool Replicator::ship_batch(std::stop_token st, Batch& b, bool from_journal) {
   bytes_sent_ += transport_->bytes_sent() - before;
   if (!r) {
     if (from_journal) {
+      note_broken_batch(b);
       journal_.requeue(id_, std::move(b));
     } else {  // start the pass again once reconnected
       walk_.reset();

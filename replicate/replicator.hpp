@@ -24,7 +24,10 @@
 // The loop: wait for work, wait `delay` (batching window), take a batch,
 // ship it (Shipper: current state of each path, ops replayed, Barrier last),
 // then complete() it in the journal. A broken session: log, requeue the whole
-// batch, back off 100 ms .. 10 s (doubling), reconnect. A request that
+// batch, back off 100 ms .. 10 s (doubling), reconnect, then re-check the
+// directories the broken batch touched (a Reconciler scoped to them, before
+// any journal batch): what landed half-way is compared again and the stale
+// temps of interrupted transfers are removed. A request that
 // fails on the target: log, Journal::retry() the path (shipped in full
 // next time), and back off before the next batch.
 //
@@ -38,6 +41,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -124,6 +128,9 @@ class Replicator {
   void apply_recovery();
   void publish_progress(bool force);
   void finish_reconcile();
+  void note_broken_batch(const Batch& b);
+  void start_sweep();
+  [[nodiscard]] const char* pass_name() const noexcept;
   bool ship_batch(std::stop_token st, Batch& b, bool from_journal);
   void sleep_for(std::stop_token st, std::chrono::milliseconds d);
   void note_error(const std::string& what);
@@ -147,6 +154,11 @@ class Replicator {
   ReconcileOptions walk_opt_;              // mode and recovery hints, set up once
   bool gate_passed_ = false;               // replicator thread only
   bool recovery_applied_ = false;          // replicator thread only
+  // Parents of the paths of batches broken mid-session: re-checked after the
+  // reconnect. `sweep_all_`: too many to list, re-check the whole tree.
+  std::set<std::string> sweep_dirs_;       // replicator thread only
+  bool sweep_all_ = false;                 // replicator thread only
+  bool sweeping_ = false;                  // replicator thread only: the pass is a re-check
 
   std::atomic<bool> initial_done_{false};
   std::atomic<std::uint64_t> initial_entries_{0};

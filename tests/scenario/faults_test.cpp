@@ -238,6 +238,34 @@ TEST(Faults, FileChangedWhileShipped) {
   expect_level(src, rep, mnt);
 }
 
+// Kills the agents (by their command line) the first time a staged temp
+// shows in dir; while polling, a file at `watch` must be either absent or
+// of `full_size` (0: not checked). Returns how many times it killed.
+int kill_agent_when_staging(const std::string& dir, const std::string& watch, std::size_t full_size) {
+  int kills = 0;
+  for (int i = 0; i < 400 && kills == 0; ++i) {
+    DIR* d = ::opendir(dir.c_str());
+    bool staging = false;
+    while (d != nullptr) {
+      const dirent* e = ::readdir(d);
+      if (e == nullptr) break;
+      staging |= std::string(e->d_name).starts_with(".mirrorfs.tmp.");
+    }
+    if (d != nullptr) ::closedir(d);
+    if (staging) {
+      const auto r = run_command({"pkill", "-KILL", "-f", std::string("^") + MIRRORFS_BIN + " agent"});
+      kills += r.ok() ? 1 : 0;
+    }
+    struct stat st {};
+    if (full_size != 0 && ::stat(watch.c_str(), &st) == 0) {
+      EXPECT_EQ(static_cast<std::size_t>(st.st_size), full_size) << "torn file under its final name";
+      if (static_cast<std::size_t>(st.st_size) != full_size) break;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  return kills;
+}
+
 // The agent is killed in the middle of shipping a new 128 MiB file (the
 // startup pass copies it): the target never shows a torn file under the final
 // name, and once the sender reconnects the file lands whole, with no temp
@@ -254,29 +282,37 @@ TEST(Faults, AgentKilledMidTransferLeavesNoTornFile) {
   }
   MountGuard m(src, mnt, {.options = ssh_target(sshd, rep), .fail_on_error_log = false});
   ASSERT_TRUE(m.ok()) << m.error();
-  // Kill every agent (children of the sshd sessions) as soon as a temp shows.
-  int kills = 0;
-  for (int i = 0; i < 400 && kills == 0; ++i) {
-    DIR* d = ::opendir(rep.c_str());
-    bool staging = false;
-    while (d != nullptr) {
-      const dirent* e = ::readdir(d);
-      if (e == nullptr) break;
-      staging |= std::string(e->d_name).starts_with(".mirrorfs.tmp.");
-    }
-    if (d != nullptr) ::closedir(d);
-    if (staging) {
-      const auto r = run_command({"pkill", "-KILL", "-f", std::string("^") + MIRRORFS_BIN + " agent"});
-      kills += r.ok() ? 1 : 0;
-    }
-    struct stat st {};
-    if (::stat((rep + "/big.bin").c_str(), &st) == 0) {
-      ASSERT_EQ(static_cast<std::size_t>(st.st_size), data.size()) << "torn file under its final name";
-    }
-    std::this_thread::sleep_for(5ms);
-  }
+  const int kills = kill_agent_when_staging(rep, rep + "/big.bin", data.size());
   EXPECT_EQ(kills, 1) << "the transfer was never seen staging";
   expect_level(src, rep, mnt);
+}
+
+// The same during journal shipping: a 64 MiB file written through the mount
+// is being copied when the agent dies. After the reconnect the sender
+// re-checks the directories of the broken batch: the temp goes, the file
+// lands whole.
+TEST(Faults, AgentKilledDuringJournalShippingLeavesNoTemp) {
+  SshdServer sshd;
+  ASSERT_TRUE(sshd.ok()) << sshd.error();
+  TempDir t;
+  const std::string src = t.mkdir("src"), mnt = t.mkdir("mnt"), rep = t.mkdir("rep");
+  MountGuard m(src, mnt, {.options = ssh_target(sshd, rep), .fail_on_error_log = false});
+  ASSERT_TRUE(m.ok()) << m.error();
+  std::string why;
+  ASSERT_TRUE(wait_drained(mnt, 60s, &why)) << why;
+  ASSERT_EQ(::mkdir((mnt + "/d").c_str(), 0755), 0);
+  const std::string data = pattern(64u << 20, 11);
+  std::thread writer([&] {
+    const int fd = ::open((mnt + "/d/big.bin").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    for (std::size_t off = 0; fd >= 0 && off < data.size(); off += 256 << 10)
+      (void)::pwrite(fd, data.data() + off, 256 << 10, static_cast<off_t>(off));
+    if (fd >= 0) ::close(fd);
+  });
+  const int kills = kill_agent_when_staging(rep + "/d", "", 0);
+  writer.join();
+  EXPECT_EQ(kills, 1) << "the transfer was never seen staging";
+  expect_level(src, rep, mnt);
+  EXPECT_NE(m.log().find("re-checking"), std::string::npos) << m.log();
 }
 
 }  // namespace
