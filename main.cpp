@@ -22,6 +22,7 @@
 #include "replicate/journal.hpp"
 #include "replicate/receiver.hpp"
 #include "replicate/replicator.hpp"
+#include "replicate/scanner.hpp"
 #include "replicate/status_report.hpp"
 #include "replicate/transport.hpp"
 
@@ -169,10 +170,17 @@ int run_mount(MountOptions o) {
   auto main_log = make_logger("main", o.log_level);
   auto journal_log = make_logger("journal", o.log_level);
   auto repl_log = make_logger("repl", o.log_level);
+  auto scan_log = make_logger("scan", o.log_level);
   const std::vector<replicate::TargetSpec> specs = resolve_targets(o);
 
   replicate::Journal journal(replicate::JournalLimits{}, journal_log);
   ChangeSink* sink = &journal;
+  std::unique_ptr<replicate::Scanner> scanner;  // between the fs layer and the journal
+  if (o.scan) {
+    scanner = std::make_unique<replicate::Scanner>(journal, replicate::ScannerOptions{},
+                                                   scan_log);
+    sink = scanner.get();
+  }
   std::unique_ptr<replicate::ChangeLog> change_log;
   if (!o.change_log.empty()) {
     auto cl = replicate::ChangeLog::open(o.change_log, sink);
@@ -182,7 +190,7 @@ int run_mount(MountOptions o) {
   }
 
   fs::SessionConfig sc{o.mountpoint, o.fuse_options, o.attr_timeout, o.entry_timeout,
-                       o.writeback_cache, o.threads, o.fuse_debug};
+                       o.writeback_cache, o.threads, o.fuse_debug, o.scan};
   auto session = fs::Session::mount(std::move(root), *sink, sc, fs_log);
   if (!session) die(session.error().what);
 
@@ -199,7 +207,7 @@ int run_mount(MountOptions o) {
   if (!o.foreground) {
     if (auto r = fs::daemonize(); !r) die(r.error().what);
     g_sink = std::make_shared<spdlog::sinks::syslog_sink_mt>("mirrorfs", LOG_PID, LOG_DAEMON, false);
-    for (auto* l : {fs_log.get(), main_log.get(), journal_log.get(), repl_log.get()})
+    for (auto* l : {fs_log.get(), main_log.get(), journal_log.get(), repl_log.get(), scan_log.get()})
       l->sinks() = {g_sink};
   }
   const replicate::MountSummary summary{o.source, o.mountpoint, std::chrono::system_clock::now()};
@@ -212,7 +220,12 @@ int run_mount(MountOptions o) {
   for (auto& r : reps) r->start();
   main_log->info("serving {} at {}, {} target(s)", mirrorfs::quoted(o.source),
                  mirrorfs::quoted(o.mountpoint), reps.size());
+  if (scanner)
+    if (auto r = scanner->start((*session)->root(), &(*session)->cache()); !r)
+      main_log->error("no scanner ({}: {}): writes that bypass the mount are not replicated",
+                      r.error().what, std::strerror(r.error().code));
   const int rc = (*session)->run();
+  if (scanner) scanner->stop();  // before the drain; it invalidates through the session
   // Unmounted: the root fd stays open until the session goes, so the
   // replicators can still read what is pending.
   drain_and_stop(o, reps, *main_log);

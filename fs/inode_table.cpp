@@ -93,6 +93,20 @@ std::optional<std::string> InodeTable::child_path(NodeId parent, std::string_vie
   return out;
 }
 
+std::optional<NodeId> InodeTable::lookup(std::string_view path) const {
+  std::shared_lock lock(mu_);
+  NodeId id = kRootId;
+  while (!path.empty()) {
+    const std::size_t slash = path.find('/');
+    const std::string_view name = path.substr(0, slash);
+    const std::optional<NodeId> next = find_by_name(id, name);
+    if (!next) return std::nullopt;
+    id = *next;
+    path = slash == std::string_view::npos ? std::string_view() : path.substr(slash + 1);
+  }
+  return id;
+}
+
 std::optional<NodeId> InodeTable::find_by_name(NodeId parent, std::string_view name) const {
   auto it = by_name_.find(name_key(parent, name));
   if (it == by_name_.end()) return std::nullopt;

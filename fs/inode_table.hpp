@@ -43,6 +43,9 @@ class InodeTable {
   [[nodiscard]] std::optional<std::string> path(NodeId id) const;
   // path(parent) + "/" + name, or nullopt if parent is unknown.
   [[nodiscard]] std::optional<std::string> child_path(NodeId parent, std::string_view name) const;
+  // The node the kernel knows at a relative path ("" is the root), found
+  // name by name from the root; nullopt if the kernel holds no node there.
+  [[nodiscard]] std::optional<NodeId> lookup(std::string_view path) const;
 
   // Namespace changes made through the mount, after they succeeded.
   void renamed(NodeId old_parent, std::string_view old_name, NodeId new_parent,
