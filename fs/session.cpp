@@ -104,6 +104,15 @@ class KernelCache final : public SourceCache {
       const int rc = fuse_lowlevel_notify_inval_inode(se, *id, 0, 0);
       if (rc != 0 && rc != -ENOENT)
         c_.log->debug("invalidate {}: {}", quoted(path), std::strerror(-rc));
+      if (c_.tuning.writeback_cache && *id != kRootId) {
+        // With the writeback cache the kernel never takes a size or mtime
+        // from us for an inode it holds: drop its names and give the backing
+        // inode a new node id, so the next lookup builds a fresh one.
+        const auto names = c_.inodes.names(*id);
+        c_.inodes.detach(*id);
+        for (const auto& [parent, name] : names)
+          (void)fuse_lowlevel_notify_inval_entry(se, parent, name.c_str(), name.size());
+      }
     } catch (...) {  // bad_alloc: the cache times out by itself
     }
   }
