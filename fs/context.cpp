@@ -33,7 +33,9 @@ Stamp pre_fd(const Context& c, int fd) {
   struct stat st {};
   if (c.tuning.stamps && fd >= 0 && ::fstat(fd, &st) == 0) {
     s.ino = st.st_ino;
-    s.ctime_before = ctime_ns(st);
+    // A directory's ctime moves with every entry made or removed in it, which
+    // no stamp describes: its pre-ctime would prove nothing.
+    s.ctime_before = S_ISDIR(st.st_mode) ? 0 : ctime_ns(st);
   }
   return s;
 }
@@ -43,7 +45,9 @@ Stamp pre_at(const Context& c, const std::string& rel) {
   struct stat st {};
   if (c.tuning.stamps && ::fstatat(c.root.get(), at_path(rel), &st, AT_SYMLINK_NOFOLLOW) == 0) {
     s.ino = st.st_ino;
-    s.ctime_before = ctime_ns(st);
+    // A directory's ctime moves with every entry made or removed in it, which
+    // no stamp describes: its pre-ctime would prove nothing.
+    s.ctime_before = S_ISDIR(st.st_mode) ? 0 : ctime_ns(st);
   }
   return s;
 }

@@ -137,7 +137,7 @@ void Scanner::loop(std::stop_token stop) {
                   std::strerror(errno));
       return;
     }
-    if (n > 0 && (fds[1].revents & POLLIN)) return;
+    if (n > 0 && (fds[1].revents & POLLIN)) break;
     now = ScanClock::now();
     if (n > 0 && (fds[0].revents & POLLIN)) read_events(now);
     now = ScanClock::now();
@@ -158,6 +158,25 @@ void Scanner::loop(std::stop_token stop) {
     if (!unwatched_.empty() && ScanClock::now() >= next_poll_) poll_unwatched();
     book_.expire_own(ScanClock::now());
   }
+  flush();
+}
+
+// At stop the FUSE loop has ended: no own change can still be on its way to
+// record(), so whatever is pending is handled now instead of being lost.
+void Scanner::flush() {
+  read_events(ScanClock::now());
+  while (!events_.empty()) {
+    Event e = std::move(events_.front());
+    events_.pop_front();
+    handle(e);
+  }
+  expire_moves(ScanClock::time_point::max());
+  if (rescan_all_) {
+    rescan_all_ = false;
+    overflows_ += 1;
+    scan_dir(kRoot, Mode::Rescan, true);
+  }
+  ship_suspects(ScanClock::time_point::max());
 }
 
 // ---- the directory tree ----------------------------------------------------
@@ -539,7 +558,7 @@ void Scanner::handle_moved_to(const Event& e, std::uint64_t dir) {
 void Scanner::expire_moves(ScanClock::time_point now) {
   for (auto it = moves_.begin(); it != moves_.end();) {
     const std::uint32_t cookie = it->first;
-    if (it->second.due + opt_.event_delay > now ||
+    if ((now != ScanClock::time_point::max() && it->second.due + opt_.event_delay > now) ||
         std::any_of(events_.begin(), events_.end(),
                     [&](const Event& e) { return e.cookie == cookie; })) {
       ++it;

@@ -124,6 +124,7 @@ class Scanner final : public ChangeSink {
 
   void run(std::stop_token stop);
   void loop(std::stop_token stop);
+  void flush();
   void set_ready(bool ok);
   [[nodiscard]] std::string dir_path(std::uint64_t id) const;
   [[nodiscard]] std::string child_path(std::uint64_t dir, const std::string& name) const;
