@@ -49,6 +49,8 @@ void ScanBook::on_record(const Change& c, ScanClock::time_point now) {
     case ChangeKind::Linked: add_own(own_key(OwnKind::Create, c.to_path, {}), now); break;
     case ChangeKind::Removed: add_own(own_key(OwnKind::Remove, c.path, {}), now); break;
     case ChangeKind::Renamed:
+      moves_.push_back(
+          OwnMove{c.path, c.to_path, (c.flags & 2u) != 0, now + limits_.own_ttl, ++move_seq_});
       add_own(own_key(OwnKind::Move, c.path, c.to_path), now);
       if ((c.flags & 2u) != 0) add_own(own_key(OwnKind::Move, c.to_path, c.path), now);  // RENAME_EXCHANGE
       break;
@@ -62,8 +64,13 @@ void ScanBook::on_record(const Change& c, ScanClock::time_point now) {
       std::none_of(suspects_.begin(), suspects_.end(), [&](const Suspect& x) {
         return x.ino == s.ino && x.ctime == s.ctime_before;
       })) {
-    Suspect x{s.ino, s.ctime_before, c.kind == ChangeKind::Renamed ? c.to_path : c.path,
-              c.kind != ChangeKind::Meta, s.ctime_before < k.max, now + limits_.grace};
+    Suspect x{s.ino,
+              s.ctime_before,
+              c.kind == ChangeKind::Renamed ? c.to_path : c.path,
+              c.kind != ChangeKind::Meta,
+              s.ctime_before < k.max,
+              move_seq_,
+              now + limits_.grace};
     suspects_.push_back(std::move(x));
   }
   if (s.ctime_after != 0) {
@@ -85,7 +92,7 @@ void ScanBook::learn(std::uint64_t ino, std::int64_t ctime) {
 }
 
 bool ScanBook::suspect(std::uint64_t ino, std::int64_t ctime, std::string path, bool content,
-                       ScanClock::time_point now) {
+                       ScanClock::time_point now, std::uint64_t moves_seen) {
   std::lock_guard lk(mu_);
   auto it = inodes_.find(ino);
   if (it != inodes_.end() && it->second.has(ctime)) return false;
@@ -96,7 +103,8 @@ bool ScanBook::suspect(std::uint64_t ino, std::int64_t ctime, std::string path, 
     }
   }
   const bool unsure = it != inodes_.end() && ctime < it->second.max;
-  suspects_.push_back(Suspect{ino, ctime, std::move(path), content, unsure, now + limits_.grace});
+  suspects_.push_back(
+      Suspect{ino, ctime, std::move(path), content, unsure, moves_seen, now + limits_.grace});
   return true;
 }
 
@@ -109,6 +117,7 @@ std::vector<Suspect> ScanBook::take_expired(ScanClock::time_point now) {
     return true;
   });
   for (const Suspect& s : out) inodes_[s.ino].add(s.ctime);
+  if (!out.empty()) prune_moves();
   return out;
 }
 
@@ -123,6 +132,13 @@ bool ScanBook::consume_own(OwnKind kind, const std::string& path, const std::str
   std::lock_guard lk(mu_);
   auto it = own_.find(own_key(kind, path, to));
   if (it == own_.end()) return false;
+  if (kind == OwnKind::Move) {
+    auto m = std::find_if(moves_.begin(), moves_.end(), [&](const OwnMove& x) {
+      return (x.from == path && x.to == to) || (x.exchange && x.from == to && x.to == path);
+    });
+    if (m != moves_.end()) m->seen = true;
+    prune_moves();
+  }
   it->second.pop_front();
   if (it->second.empty()) own_.erase(it);
   return true;  // its fifo slot stays; expiry finds nothing left to drop
@@ -138,6 +154,60 @@ void ScanBook::expire_own(ScanClock::time_point now) {
     }
     own_fifo_.pop_front();
   }
+  std::erase_if(moves_, [&](const OwnMove& m) { return m.deadline <= now; });
+}
+
+void ScanBook::forget_own() {
+  std::lock_guard lk(mu_);
+  own_.clear();
+  own_fifo_.clear();
+  moves_.clear();
+}
+
+namespace {
+bool under(const std::string& p, const std::string& dir) {
+  return p.size() >= dir.size() && p.compare(0, dir.size(), dir) == 0 &&
+         (p.size() == dir.size() || p[dir.size()] == '/');
+}
+std::string remap(const std::string& p, const std::string& from, const std::string& to) {
+  return to + p.substr(from.size());
+}
+}  // namespace
+
+// Handled renames stay only while a suspect may still need them.
+void ScanBook::prune_moves() {
+  std::uint64_t keep_after = move_seq_;
+  for (const Suspect& s : suspects_) keep_after = std::min(keep_after, s.moves_seen);
+  std::erase_if(moves_, [&](const OwnMove& m) { return m.seen && m.seq <= keep_after; });
+}
+
+std::string ScanBook::translate_since(const std::string& path, std::uint64_t since) const {
+  std::lock_guard lk(mu_);
+  std::string p = path;
+  for (const OwnMove& m : moves_) {
+    if (m.seq <= since) continue;
+    if (under(p, m.from)) {
+      p = remap(p, m.from, m.to);
+    } else if (m.exchange && under(p, m.to)) {
+      p = remap(p, m.to, m.from);
+    }
+  }
+  return p;
+}
+
+std::string ScanBook::translate(const std::string& path, std::uint64_t* last) const {
+  std::lock_guard lk(mu_);
+  if (last != nullptr) *last = move_seq_;
+  std::string p = path;
+  for (const OwnMove& m : moves_) {
+    if (m.seen) continue;
+    if (under(p, m.from)) {
+      p = remap(p, m.from, m.to);
+    } else if (m.exchange && under(p, m.to)) {
+      p = remap(p, m.to, m.from);
+    }
+  }
+  return p;
 }
 
 std::size_t ScanBook::inode_count() const {

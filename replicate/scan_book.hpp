@@ -48,6 +48,7 @@ struct Suspect {
   std::string path;
   bool content = true;  // a regular file: ship as Content, else as Meta
   bool unsure = false;  // a later ctime of the inode is accounted for (a race more likely than a bypass)
+  std::uint64_t moves_seen = 0;  // path is current as of this own rename (ScanBook::translate)
   ScanClock::time_point deadline{};
 };
 
@@ -70,7 +71,7 @@ class ScanBook {
   // Registers (ino, ctime) seen by the scanner as a suspect unless accounted
   // for. Returns false if it was known (an own change: nothing to do).
   bool suspect(std::uint64_t ino, std::int64_t ctime, std::string path, bool content,
-               ScanClock::time_point now);
+               ScanClock::time_point now, std::uint64_t moves_seen = 0);
   // Suspects past their deadline and still unresolved: ship them. They are
   // learned (accounted) as they are returned.
   [[nodiscard]] std::vector<Suspect> take_expired(ScanClock::time_point now);
@@ -82,6 +83,17 @@ class ScanBook {
   bool consume_own(OwnKind kind, const std::string& path, const std::string& to = {});
   // Drops own namespace changes older than own_ttl.
   void expire_own(ScanClock::time_point now);
+  // Forgets every own namespace change (after lost events: none may match).
+  void forget_own();
+  // The scanner sees events in the kernel's order, the journal gets the
+  // mount's own renames at once: a path as the scanner's tree has it, moved
+  // through the own renames journaled whose events it has not handled yet,
+  // is the path the journal (and the backing directory) has now.
+  // *last gets the newest own rename's number: the result is current as of it.
+  [[nodiscard]] std::string translate(const std::string& path, std::uint64_t* last = nullptr) const;
+  // A path current as of own rename `since`, moved through the own renames
+  // recorded after it (whether their events were handled or not).
+  [[nodiscard]] std::string translate_since(const std::string& path, std::uint64_t since) const;
 
   [[nodiscard]] std::size_t inode_count() const;
   [[nodiscard]] std::size_t own_count() const;
@@ -105,6 +117,16 @@ class ScanBook {
   std::vector<Suspect> suspects_;
   std::unordered_map<std::string, std::deque<ScanClock::time_point>> own_;  // key -> deadlines
   std::deque<std::pair<ScanClock::time_point, std::string>> own_fifo_;
+  struct OwnMove {
+    std::string from, to;
+    bool exchange = false;
+    ScanClock::time_point deadline{};
+    std::uint64_t seq = 0;
+    bool seen = false;  // its events were handled: kept for translate_since() only
+  };
+  void prune_moves();  // requires mu_
+  std::uint64_t move_seq_ = 0;
+  std::vector<OwnMove> moves_;  // own renames not yet seen as events, in record order
 };
 
 }  // namespace mirrorfs::replicate

@@ -150,6 +150,7 @@ void Scanner::loop(std::stop_token stop) {
     if (rescan_all_) {
       rescan_all_ = false;
       overflows_ += 1;
+      book_.forget_own();  // their events may be lost: a rescan sees the tree as it is
       scan_dir(kRoot, Mode::Rescan, true);
       log_->warn("rescan after lost events done: {} bypass change(s) shipped so far",
                  bypass_.load());
@@ -174,6 +175,7 @@ void Scanner::flush() {
   if (rescan_all_) {
     rescan_all_ = false;
     overflows_ += 1;
+    book_.forget_own();
     scan_dir(kRoot, Mode::Rescan, true);
   }
   ship_suspects(ScanClock::time_point::max());
@@ -204,7 +206,7 @@ std::string Scanner::child_path(std::uint64_t dir, const std::string& name) cons
 }
 
 bool Scanner::lstat_at(const std::string& path, struct stat& st) const {
-  return ::fstatat(root_, at(path), &st, AT_SYMLINK_NOFOLLOW) == 0;
+  return ::fstatat(root_, at(book_.translate(path)), &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
 void Scanner::watch(std::uint64_t id, int dirfd) {
@@ -282,7 +284,7 @@ void Scanner::drop_child(std::uint64_t dir, const std::string& name) {
 void Scanner::scan_dir(std::uint64_t id, Mode mode, bool recurse) {
   if (!dirs_.count(id)) return;
   const std::string path = dir_path(id);
-  Fd fd(::openat(root_, at(path), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  Fd fd(::openat(root_, at(book_.translate(path)), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd.valid()) return;  // gone or replaced meanwhile: its parent's events say so
   watch(id, fd.get());
   DIR* dp = ::fdopendir(::dup(fd.get()));
@@ -340,7 +342,7 @@ void Scanner::appeared(std::uint64_t dir, const std::string& name, const struct 
     log_->debug("bypass: created {}", quoted(p));
     forward(Change{ChangeKind::Created, p});
     book_.learn(st.st_ino, ctime_ns(st));  // the Created ships the state from here on
-    if (cache_ != nullptr) cache_->invalidate_entry(dir_path(dir), name);
+    invalidate_entry(dir, name);
   }
   if (ch.is_dir) ch.dir = new_dir(dir, name);
   dirs_.at(dir).children[name] = ch;
@@ -355,7 +357,7 @@ void Scanner::vanished(std::uint64_t dir, const std::string& name) {
     bypass_ += 1;
     log_->debug("bypass: removed {}", quoted(p));
     forward(Change{ChangeKind::Removed, p});
-    if (cache_ != nullptr) cache_->invalidate_entry(dir_path(dir), name);
+    invalidate_entry(dir, name);
   }
   drop_child(dir, name);
 }
@@ -363,17 +365,21 @@ void Scanner::vanished(std::uint64_t dir, const std::string& name) {
 // The object at path has ctime st: if that state is not accounted for, it is
 // a suspect (shipped by ship_suspects unless the mount reports it in time).
 void Scanner::check(const std::string& path, const struct stat& st) {
-  if (!book_.suspect(st.st_ino, ctime_ns(st), path, S_ISREG(st.st_mode), ScanClock::now()))
+  std::uint64_t seen = 0;
+  std::string cur = book_.translate(path, &seen);
+  if (!book_.suspect(st.st_ino, ctime_ns(st), std::move(cur), S_ISREG(st.st_mode),
+                     ScanClock::now(), seen))
     own_ += 1;
 }
 
 void Scanner::ship_suspects(ScanClock::time_point now) {
   for (Suspect& s : book_.take_expired(now)) {
+    s.path = book_.translate_since(s.path, s.moves_seen);
     bypass_ += 1;
     if (s.unsure) unsure_ += 1;
     log_->debug("bypass: {} {}{}", s.content ? "content of" : "metadata of",
                         quoted(s.path), s.unsure ? " (unsure)" : "");
-    forward(Change{s.content ? ChangeKind::Content : ChangeKind::Meta, s.path});
+    next_.record(Change{s.content ? ChangeKind::Content : ChangeKind::Meta, s.path});
     if (cache_ != nullptr) cache_->invalidate_node(s.path);
   }
 }
@@ -389,7 +395,16 @@ void Scanner::poll_unwatched() {
   }
 }
 
-void Scanner::forward(Change c) { next_.record(c); }
+// c as the scanner's tree names it, sent under the names the journal has now.
+void Scanner::forward(Change c) {
+  c.path = book_.translate(c.path);
+  if (!c.to_path.empty()) c.to_path = book_.translate(c.to_path);
+  next_.record(c);
+}
+
+void Scanner::invalidate_entry(std::uint64_t dir, const std::string& name) {
+  if (cache_ != nullptr) cache_->invalidate_entry(book_.translate(dir_path(dir)), name);
+}
 
 // ---- events --------------------------------------------------------------
 
@@ -543,15 +558,34 @@ void Scanner::handle_moved_to(const Event& e, std::uint64_t dir) {
   log_->debug("bypass: renamed {} -> {}{}", quoted(from_path), quoted(to),
                       exchange ? " (exchange)" : "");
   forward(Change{ChangeKind::Renamed, from_path, to, 0, 0, exchange ? kRenameExchange : 0u});
-  if (cache_ != nullptr) {
-    cache_->invalidate_entry(dir_path(from.dir), from.name);
-    cache_->invalidate_entry(dir_path(dir), e.name);
-  }
+  invalidate_entry(from.dir, from.name);
+  invalidate_entry(dir, e.name);
   // A rename changes the moved inode's ctime: that state is the rename's,
   // but a write just after it would share the same stat, so a file is
   // checked like any other change (a delta that finds nothing to send).
   if (lstat_at(to, st)) check(to, st);
   if (exchange && lstat_at(from_path, st)) check(from_path, st);
+  // The journal learns of this rename late: a change made through the mount
+  // under the old name before it may have been taken for shipping after it,
+  // found nothing there and been dropped. Re-ship what lies below (deltas).
+  if (moved && moved->is_dir) reship_files(moved->dir);
+  if (exchange) {
+    const auto& back = dirs_.at(from.dir).children;
+    if (auto it = back.find(from.name); it != back.end() && it->second.is_dir)
+      reship_files(it->second.dir);
+  }
+}
+
+void Scanner::reship_files(std::uint64_t id) {
+  auto d = dirs_.find(id);
+  if (d == dirs_.end()) return;
+  for (const auto& [name, ch] : d->second.children) {
+    if (ch.is_dir) {
+      reship_files(ch.dir);
+    } else {
+      forward(Change{ChangeKind::Content, child_path(id, name)});
+    }
+  }
 }
 
 // A MOVED_FROM whose MOVED_TO never came: moved out of the tree.

@@ -140,9 +140,11 @@ class Scanner final : public ChangeSink {
   void handle(const Event& e);
   void handle_moved_to(const Event& e, std::uint64_t dir);
   void expire_moves(ScanClock::time_point now);
+  void reship_files(std::uint64_t dir);
   void ship_suspects(ScanClock::time_point now);
   void poll_unwatched();
   void forward(Change c);
+  void invalidate_entry(std::uint64_t dir, const std::string& name);
   [[nodiscard]] bool lstat_at(const std::string& path, struct stat& st) const;
 
   ChangeSink& next_;

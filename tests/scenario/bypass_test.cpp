@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <string>
@@ -135,7 +136,9 @@ TEST(Bypass, InterleavedWithMountWritesConverges) {
     t.mkdir("src/d0");
     t.mkdir("src/d0/e");
     t.mkdir("src/d1");
-    MountGuard m(src, mnt, {.options = {"target=" + rep, "delay=1ms"}});
+    std::vector<std::string> opts{"target=" + rep, "delay=1ms"};
+    if (std::getenv("MIRRORFS_TEST_DEBUG") != nullptr) opts.emplace_back("log_level=debug");
+    MountGuard m(src, mnt, {.options = opts});
     ASSERT_TRUE(m.ok()) << m.error();
     // One writer behind the mount, one through it, on the same names.
     std::thread bypass([&] { random_mix(src, s * 2, 400); });
