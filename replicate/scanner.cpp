@@ -75,8 +75,8 @@ void Scanner::stop() {
   thread_.join();
   const ScannerStats s = stats();
   log_->info("stopped: {} bypass change(s) shipped ({} unsure), {} own event(s) filtered, "
-             "{} overflow rescan(s)",
-             s.bypass, s.unsure, s.own_filtered, s.overflows);
+             "{} overflow rescan(s), {} directories re-listed after unclear events",
+             s.bypass, s.unsure, s.own_filtered, s.overflows, unclear_.load());
 }
 
 bool Scanner::wait_ready(std::stop_token stop) {
@@ -147,6 +147,10 @@ void Scanner::loop(std::stop_token stop) {
       handle(e);
     }
     expire_moves(now);
+    if (!dirty_.empty() && (events_.empty() || now >= dirty_since_ + std::chrono::milliseconds(200)))
+      rescan_dirty();
+    else if (!dirty_.empty() && dirty_since_ == ScanClock::time_point{})
+      dirty_since_ = now;
     if (rescan_all_) {
       rescan_all_ = false;
       overflows_ += 1;
@@ -172,6 +176,7 @@ void Scanner::flush() {
     handle(e);
   }
   expire_moves(ScanClock::time_point::max());
+  rescan_dirty();
   if (rescan_all_) {
     rescan_all_ = false;
     overflows_ += 1;
@@ -384,6 +389,19 @@ void Scanner::ship_suspects(ScanClock::time_point now) {
   }
 }
 
+// Directories where events and the tree disagreed: list them (and below)
+// again; whatever differs ships as state (Created/Removed/Content).
+void Scanner::rescan_dirty() {
+  const std::set<std::uint64_t> ids = std::move(dirty_);
+  dirty_.clear();
+  dirty_since_ = {};
+  if (!ids.empty()) log_->debug("re-listing {} directories after unclear events", ids.size());
+  for (std::uint64_t id : ids) {
+    unclear_ += 1;
+    scan_dir(id, Mode::Rescan, true);
+  }
+}
+
 void Scanner::poll_unwatched() {
   const std::vector<std::uint64_t> ids(unwatched_.begin(), unwatched_.end());
   log_->debug("polling {} unwatched directories", ids.size());
@@ -469,6 +487,7 @@ void Scanner::handle(const Event& e) {
       } else {  // a rename of it needs its creation journaled first
         bypass_ += 1;
         forward(Change{ChangeKind::Created, p});
+        dirty_.insert(dir);  // what it became is seen when the queue settles
       }
       return;
     }
@@ -538,9 +557,20 @@ void Scanner::handle_moved_to(const Event& e, std::uint64_t dir) {
   } else {
     if (moved) src_children.erase(from.name);
     drop_child(dir, e.name);  // replaced
-    if (!moved && lstat_at(to, st)) moved = Child{st.st_ino, S_ISDIR(st.st_mode), 0};
+    bool untracked = false;
+    if (!moved && lstat_at(to, st)) {
+      moved = Child{st.st_ino, S_ISDIR(st.st_mode), 0};
+      untracked = true;
+    }
     if (moved) {
       if (moved->is_dir && moved->dir == 0) moved->dir = new_dir(dir, e.name);
+      // A directory the tree did not know, or a name that holds another
+      // inode by now: the tree may be wrong here; list both sides again.
+      if (untracked || (lstat_at(to, st) && st.st_ino != moved->ino)) {
+        dirty_.insert(from.dir);
+        dirty_.insert(dir);
+        if (moved->is_dir) dirty_.insert(moved->dir);
+      }
       if (moved->is_dir) {
         dirs_.at(moved->dir).parent = dir;
         dirs_.at(moved->dir).name = e.name;

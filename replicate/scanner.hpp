@@ -143,6 +143,7 @@ class Scanner final : public ChangeSink {
   void reship_files(std::uint64_t dir);
   void ship_suspects(ScanClock::time_point now);
   void poll_unwatched();
+  void rescan_dirty();
   void forward(Change c);
   void invalidate_entry(std::uint64_t dir, const std::string& name);
   [[nodiscard]] bool lstat_at(const std::string& path, struct stat& st) const;
@@ -162,7 +163,7 @@ class Scanner final : public ChangeSink {
   bool ready_ = false, finished_ = false;  // guarded by ready_mu_
 
   std::atomic<std::uint64_t> bypass_{0}, unsure_{0}, own_{0}, overflows_{0}, watched_{0},
-      polled_{0};
+      polled_{0}, unclear_{0};
 
   // Scanner thread only.
   std::unordered_map<std::uint64_t, Dir> dirs_;
@@ -173,6 +174,8 @@ class Scanner final : public ChangeSink {
   std::set<std::uint64_t> unwatched_;
   ScanClock::time_point next_poll_{};
   bool rescan_all_ = false;
+  std::set<std::uint64_t> dirty_;  // directories to list again (events were unclear)
+  ScanClock::time_point dirty_since_{};
   bool limit_warned_ = false;
 };
 
