@@ -361,7 +361,11 @@ void Scanner::vanished(std::uint64_t dir, const std::string& name) {
   } else {
     bypass_ += 1;
     log_->debug("bypass: removed {}", quoted(p));
-    forward(Change{ChangeKind::Removed, p});
+    // Reported as "this path changed" (an exist mark: the target gets the
+    // state found when it ships), not as Removed: this report is late, and a
+    // Removed would drop the marks below a name the mount may have used
+    // again meanwhile (a directory made anew, files created in it).
+    forward(Change{ChangeKind::Created, p});
     invalidate_entry(dir, name);
   }
   drop_child(dir, name);
@@ -519,6 +523,7 @@ void Scanner::handle_moved_to(const Event& e, std::uint64_t dir) {
   const MoveFrom from = mv->second;
   moves_.erase(mv);
   const std::string from_path = child_path(from.dir, from.name);
+  const bool own_move = book_.consume_own(OwnKind::Move, from_path, to);
   // RENAME_EXCHANGE: inotify reports two moves, a->b then b->a.
   bool exchange = false;
   if (events_.size() >= 2) {
@@ -566,7 +571,7 @@ void Scanner::handle_moved_to(const Event& e, std::uint64_t dir) {
       if (moved->is_dir && moved->dir == 0) moved->dir = new_dir(dir, e.name);
       // A directory the tree did not know, or a name that holds another
       // inode by now: the tree may be wrong here; list both sides again.
-      if (untracked || (lstat_at(to, st) && st.st_ino != moved->ino)) {
+      if (!own_move && (untracked || (lstat_at(to, st) && st.st_ino != moved->ino))) {
         dirty_.insert(from.dir);
         dirty_.insert(dir);
         if (moved->is_dir) dirty_.insert(moved->dir);
@@ -578,7 +583,7 @@ void Scanner::handle_moved_to(const Event& e, std::uint64_t dir) {
       dirs_.at(dir).children[e.name] = *moved;
     }
   }
-  bool own = book_.consume_own(OwnKind::Move, from_path, to);
+  bool own = own_move;
   if (exchange) own = book_.consume_own(OwnKind::Move, to, from_path) && own;
   if (own) {
     own_ += 1;
