@@ -85,9 +85,12 @@ void remove_entry(fuse_req_t req, fuse_ino_t parent, const char* name, int flags
     Context& c = ctx(req);
     auto rel = child_path(c, parent, name);
     if (!rel) return tl::unexpected(rel.error());
+    // Another hard link of a file keeps living with a new ctime that no
+    // stamp will show: the scanner accepts it once (ctime_after 0).
+    const Stamp s = flags == 0 ? pre_at(c, *rel) : Stamp{};
     if (::unlinkat(c.root.get(), rel->c_str(), flags) == -1) return fail_errno(op, *rel);
     c.inodes.unlinked(parent, name);
-    report(c, ChangeKind::Removed, *rel);
+    report(c, ChangeKind::Removed, *rel, {}, 0, 0, 0, s);
     fuse_reply_err(req, 0);
     return {};
   });

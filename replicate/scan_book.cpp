@@ -5,7 +5,12 @@
 namespace mirrorfs::replicate {
 
 bool ScanBook::Known::has(std::int64_t t) const {
-  return std::find(recent.begin(), recent.end(), t) != recent.end();
+  return std::find(recent.begin(), recent.end(), t) != recent.end() || in_span(t);
+}
+
+bool ScanBook::Known::in_span(std::int64_t t) const {
+  return std::any_of(spans.begin(), spans.end(),
+                     [&](const auto& s) { return s.first != 0 && s.first < t && t <= s.second; });
 }
 
 void ScanBook::Known::add(std::int64_t t) {
@@ -60,6 +65,14 @@ void ScanBook::on_record(const Change& c, ScanClock::time_point now) {
   if (s.ino == 0) return;
   auto [it, fresh] = inodes_.try_emplace(s.ino);
   Known& k = it->second;
+  if (c.kind == ChangeKind::Removed && s.ctime_after == 0) {
+    k.relaxed = true;
+    return;
+  }
+  if (k.relaxed && s.ctime_before != 0 && !k.has(s.ctime_before)) {
+    k.relaxed = false;
+    k.add(s.ctime_before);
+  }
   if (!fresh && s.ctime_before != 0 && !k.has(s.ctime_before) &&
       std::none_of(suspects_.begin(), suspects_.end(), [&](const Suspect& x) {
         return x.ino == s.ino && x.ctime == s.ctime_before;
@@ -76,6 +89,13 @@ void ScanBook::on_record(const Change& c, ScanClock::time_point now) {
   if (s.ctime_after != 0) {
     k.add(s.ctime_after);
     resolve(s.ino, s.ctime_after);
+    if (s.ctime_before != 0 && s.ctime_before < s.ctime_after) {
+      k.spans[k.next_span] = {s.ctime_before, s.ctime_after};
+      k.next_span = static_cast<std::uint8_t>((k.next_span + 1) % k.spans.size());
+      std::erase_if(suspects_, [&](const Suspect& x) {
+        return x.ino == s.ino && s.ctime_before < x.ctime && x.ctime <= s.ctime_after;
+      });
+    }
   }
 }
 
@@ -83,6 +103,11 @@ bool ScanBook::known(std::uint64_t ino, std::int64_t ctime) const {
   std::lock_guard lk(mu_);
   auto it = inodes_.find(ino);
   return it != inodes_.end() && it->second.has(ctime);
+}
+
+bool ScanBook::known_inode(std::uint64_t ino) const {
+  std::lock_guard lk(mu_);
+  return inodes_.count(ino) != 0;
 }
 
 void ScanBook::learn(std::uint64_t ino, std::int64_t ctime) {
@@ -142,6 +167,20 @@ bool ScanBook::consume_own(OwnKind kind, const std::string& path, const std::str
   it->second.pop_front();
   if (it->second.empty()) own_.erase(it);
   return true;  // its fifo slot stays; expiry finds nothing left to drop
+}
+
+bool ScanBook::consume_own_move_from(const std::string& from) {
+  std::lock_guard lk(mu_);
+  auto m = std::find_if(moves_.begin(), moves_.end(),
+                        [&](const OwnMove& x) { return !x.seen && x.from == from; });
+  if (m == moves_.end()) return false;
+  m->seen = true;
+  if (auto it = own_.find(own_key(OwnKind::Move, m->from, m->to)); it != own_.end()) {
+    it->second.pop_front();
+    if (it->second.empty()) own_.erase(it);
+  }
+  prune_moves();
+  return true;
 }
 
 void ScanBook::expire_own(ScanClock::time_point now) {

@@ -65,6 +65,8 @@ class ScanBook {
 
   // True if ctime is an accounted state of ino.
   [[nodiscard]] bool known(std::uint64_t ino, std::int64_t ctime) const;
+  // True if ino has any accounted state (the mount or the scanner saw it).
+  [[nodiscard]] bool known_inode(std::uint64_t ino) const;
   // Marks ctime accounted (startup walk, or the scanner shipped it); resolves
   // a suspect with the same state.
   void learn(std::uint64_t ino, std::int64_t ctime);
@@ -81,6 +83,9 @@ class ScanBook {
   // Consumes one matching own namespace change; true if there was one.
   // For Move, `to` is the destination.
   bool consume_own(OwnKind kind, const std::string& path, const std::string& to = {});
+  // Consumes an own rename away from `from` whose destination event never
+  // came (it went into a directory not watched yet); true if there was one.
+  bool consume_own_move_from(const std::string& from);
   // Drops own namespace changes older than own_ttl.
   void expire_own(ScanClock::time_point now);
   // Forgets every own namespace change (after lost events: none may match).
@@ -102,6 +107,12 @@ class ScanBook {
   struct Known {
     std::array<std::int64_t, 4> recent{};  // ring of accounted ctimes
     std::uint8_t next = 0;
+    // Recent own ops as (ctime before, ctime after]: concurrent ops on one
+    // file stat each other's states, so a state inside one is the mount's.
+    std::array<std::pair<std::int64_t, std::int64_t>, 4> spans{};
+    std::uint8_t next_span = 0;
+    [[nodiscard]] bool in_span(std::int64_t t) const;
+    bool relaxed = false;  // a name was unlinked: the next unstamped ctime change is ours
     std::int64_t max = 0;
     [[nodiscard]] bool has(std::int64_t t) const;
     void add(std::int64_t t);

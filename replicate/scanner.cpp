@@ -319,8 +319,7 @@ void Scanner::scan_dir(std::uint64_t id, Mode mode, bool recurse) {
     if (it == children.end() || it->second.ino != st.st_ino || it->second.is_dir != is_dir) {
       if (it != children.end()) drop_child(id, name);
       const std::string p = path.empty() ? name : path + "/" + name;
-      const bool own = book_.consume_own(OwnKind::Create, p) || book_.known(st.st_ino, ctime_ns(st));
-      appeared(id, name, st, own);
+      appeared(id, name, st, book_.consume_own(OwnKind::Create, p) || known(st));
       continue;
     }
     if (mode == Mode::Rescan) {
@@ -369,6 +368,13 @@ void Scanner::vanished(std::uint64_t dir, const std::string& name) {
     invalidate_entry(dir, name);
   }
   drop_child(dir, name);
+}
+
+// An entry the mount itself made or moved: a file in a state it reported; a
+// directory it reported at all (every entry made in a directory moves its
+// ctime, and those are not stamps of the directory).
+bool Scanner::known(const struct stat& st) const {
+  return S_ISDIR(st.st_mode) ? book_.known_inode(st.st_ino) : book_.known(st.st_ino, ctime_ns(st));
 }
 
 // The object at path has ctime st: if that state is not accounted for, it is
@@ -499,8 +505,7 @@ void Scanner::handle(const Event& e) {
     auto it = children.find(e.name);
     if (it != children.end() && it->second.ino == st.st_ino) return;  // a scan saw it already
     if (it != children.end()) drop_child(dir, e.name);
-    appeared(dir, e.name, st,
-             book_.consume_own(OwnKind::Create, p) || book_.known(st.st_ino, ctime_ns(st)));
+    appeared(dir, e.name, st, book_.consume_own(OwnKind::Create, p) || known(st));
   } else if (e.mask & IN_DELETE) {
     vanished(dir, e.name);
   } else if (e.mask & IN_MOVED_FROM) {
@@ -517,7 +522,7 @@ void Scanner::handle_moved_to(const Event& e, std::uint64_t dir) {
   if (mv == moves_.end()) {  // moved in from outside the tree
     if (!lstat_at(to, st)) return;
     drop_child(dir, e.name);
-    appeared(dir, e.name, st, false);
+    appeared(dir, e.name, st, known(st));  // from a directory not watched yet: maybe ours
     return;
   }
   const MoveFrom from = mv->second;
@@ -635,7 +640,13 @@ void Scanner::expire_moves(ScanClock::time_point now) {
     }
     const MoveFrom m = it->second;
     it = moves_.erase(it);
-    if (dirs_.count(m.dir)) vanished(m.dir, m.name);
+    if (!dirs_.count(m.dir)) continue;
+    if (book_.consume_own_move_from(child_path(m.dir, m.name))) {
+      own_ += 1;  // moved by the mount into a directory not watched yet: its scan sees it
+      drop_child(m.dir, m.name);
+      continue;
+    }
+    vanished(m.dir, m.name);
   }
 }
 

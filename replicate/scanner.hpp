@@ -136,6 +136,7 @@ class Scanner final : public ChangeSink {
   void appeared(std::uint64_t dir, const std::string& name, const struct stat& st, bool own);
   void vanished(std::uint64_t dir, const std::string& name);
   void check(const std::string& path, const struct stat& st);
+  [[nodiscard]] bool known(const struct stat& st) const;
   void read_events(ScanClock::time_point now);
   void handle(const Event& e);
   void handle_moved_to(const Event& e, std::uint64_t dir);
