@@ -162,7 +162,7 @@ void interleaved(bool move_dirs) {
 
 TEST(Bypass, InterleavedWithMountWritesConverges) { interleaved(false); }
 
-// KNOWN FAILURE (about 1 run in 2, issue 4): directories renamed on both
+// KNOWN FAILURE (about 1 run in 2 at 3 rounds, issue 4): directories renamed on both
 // sides at once. A rename behind the mount reaches the journal after the
 // scanner sees it, so a rename through the mount on the same names may be
 // replayed on the target before it, on a state that never existed there;
