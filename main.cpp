@@ -10,6 +10,7 @@
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -22,6 +23,7 @@
 #include "replicate/journal.hpp"
 #include "replicate/receiver.hpp"
 #include "replicate/replicator.hpp"
+#include "replicate/scanner.hpp"
 #include "replicate/status_report.hpp"
 #include "replicate/transport.hpp"
 
@@ -172,6 +174,7 @@ int run_mount(MountOptions o) {
   auto main_log = make_logger("main", o.log_level);
   auto journal_log = make_logger("journal", o.log_level);
   auto repl_log = make_logger("repl", o.log_level);
+  auto scan_log = make_logger("scan", o.log_level);
   if (auto r = replicate::prepare_state_dir(o.state_dir); !r)
     die(r.error().what + ": " + std::strerror(r.error().code));
   const std::vector<replicate::TargetSpec> specs = resolve_targets(o);
@@ -188,6 +191,12 @@ int run_mount(MountOptions o) {
 
   replicate::Journal journal(replicate::JournalLimits{}, journal_log);
   ChangeSink* sink = &journal;
+  std::unique_ptr<replicate::Scanner> scanner;  // between the fs layer and the journal
+  if (o.scan) {
+    scanner = std::make_unique<replicate::Scanner>(journal, replicate::ScannerOptions{},
+                                                   scan_log);
+    sink = scanner.get();
+  }
   std::unique_ptr<replicate::ChangeLog> change_log;
   if (!o.change_log.empty()) {
     auto cl = replicate::ChangeLog::open(o.change_log, sink);
@@ -197,7 +206,7 @@ int run_mount(MountOptions o) {
   }
 
   fs::SessionConfig sc{o.mountpoint, o.fuse_options, o.attr_timeout, o.entry_timeout,
-                       o.writeback_cache, o.threads, o.fuse_debug};
+                       o.writeback_cache, o.threads, o.fuse_debug, o.scan};
   auto session = fs::Session::mount(std::move(root), *sink, sc, fs_log);
   if (!session) die(session.error().what);
 
@@ -210,6 +219,15 @@ int run_mount(MountOptions o) {
   ro.initial_sync = o.initial_sync == InitialSync::Checksum ? replicate::SyncMode::Checksum
                     : o.initial_sync == InitialSync::Quick  ? replicate::SyncMode::Quick
                                                             : replicate::SyncMode::None;
+  // The startup reconcile waits for the scanner's watches (a change made
+  // behind the mount after the reconcile read its directory is then seen);
+  // a scanner that failed or ended holds nothing back.
+  auto scanning = std::make_shared<std::atomic<bool>>(scanner != nullptr);
+  if (scanner)
+    ro.ready_gate = [s = scanner.get(), scanning](std::stop_token stop) {
+      if (scanning->load()) (void)s->wait_ready(stop);
+      return !stop.stop_requested();
+    };
   for (std::size_t i = 0; i < specs.size(); ++i) {
     ro.state = states[i];
     reps.push_back(std::make_unique<replicate::Replicator>(journal, specs[i], (*session)->root(), ro,
@@ -218,7 +236,7 @@ int run_mount(MountOptions o) {
   if (!o.foreground) {
     if (auto r = fs::daemonize(); !r) die(r.error().what);
     g_sink = std::make_shared<spdlog::sinks::syslog_sink_mt>("mirrorfs", LOG_PID, LOG_DAEMON, false);
-    for (auto* l : {fs_log.get(), main_log.get(), journal_log.get(), repl_log.get()})
+    for (auto* l : {fs_log.get(), main_log.get(), journal_log.get(), repl_log.get(), scan_log.get()})
       l->sinks() = {g_sink};
   }
   const replicate::MountSummary summary{o.source, o.mountpoint, std::chrono::system_clock::now()};
@@ -228,10 +246,19 @@ int run_mount(MountOptions o) {
   if (!control)
     main_log->warn("no control socket ({}: {}); `mirrorfs status` will not answer",
                    control.error().what, std::strerror(control.error().code));
+  // After the queues exist (what the scanner reports is queued for every
+  // target), before the replicators (their gate waits for it).
+  if (scanner)
+    if (auto r = scanner->start((*session)->root(), &(*session)->cache()); !r) {
+      scanning->store(false);
+      main_log->error("no scanner ({}: {}): writes that bypass the mount are not replicated",
+                      r.error().what, std::strerror(r.error().code));
+    }
   for (auto& r : reps) r->start();
   main_log->info("serving {} at {}, {} target(s)", mirrorfs::quoted(o.source),
                  mirrorfs::quoted(o.mountpoint), reps.size());
   const int rc = (*session)->run();
+  if (scanner) scanner->stop();  // before the drain; it invalidates through the session
   // Unmounted: the root fd stays open until the session goes, so the
   // replicators can still read what is pending.
   drain_and_stop(o, reps, *main_log);

@@ -18,8 +18,56 @@ Result<std::string> child_path(Context& c, fuse_ino_t parent, const char* name) 
 }
 
 void report(Context& c, ChangeKind kind, std::string path, std::string to_path,
-            std::uint64_t offset, std::uint64_t length, std::uint32_t flags) {
-  c.sink->record(Change{kind, std::move(path), std::move(to_path), offset, length, flags});
+            std::uint64_t offset, std::uint64_t length, std::uint32_t flags, Stamp stamp) {
+  c.sink->record(Change{kind, std::move(path), std::move(to_path), offset, length, flags, stamp});
+}
+
+namespace {
+std::int64_t ctime_ns(const struct stat& st) {
+  return static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1'000'000'000 + st.st_ctim.tv_nsec;
+}
+}  // namespace
+
+Stamp pre_fd(const Context& c, int fd) {
+  Stamp s;
+  struct stat st {};
+  if (c.tuning.stamps && fd >= 0 && ::fstat(fd, &st) == 0) {
+    s.ino = st.st_ino;
+    // A directory's ctime moves with every entry made or removed in it, which
+    // no stamp describes: its pre-ctime would prove nothing.
+    s.ctime_before = S_ISDIR(st.st_mode) ? 0 : ctime_ns(st);
+  }
+  return s;
+}
+
+Stamp pre_at(const Context& c, const std::string& rel) {
+  Stamp s;
+  struct stat st {};
+  if (c.tuning.stamps && ::fstatat(c.root.get(), at_path(rel), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    s.ino = st.st_ino;
+    // A directory's ctime moves with every entry made or removed in it, which
+    // no stamp describes: its pre-ctime would prove nothing.
+    s.ctime_before = S_ISDIR(st.st_mode) ? 0 : ctime_ns(st);
+  }
+  return s;
+}
+
+void post_stat(const Context& c, const struct stat& st, Stamp& s) {
+  if (!c.tuning.stamps) return;
+  if (s.ino != 0 && s.ino != st.st_ino) s.ctime_before = 0;  // another object now
+  s.ino = st.st_ino;
+  s.ctime_after = ctime_ns(st);
+}
+
+void post_fd(const Context& c, int fd, Stamp& s) {
+  struct stat st {};
+  if (c.tuning.stamps && fd >= 0 && ::fstat(fd, &st) == 0) post_stat(c, st, s);
+}
+
+void post_at(const Context& c, const std::string& rel, Stamp& s) {
+  struct stat st {};
+  if (c.tuning.stamps && ::fstatat(c.root.get(), at_path(rel), &st, AT_SYMLINK_NOFOLLOW) == 0)
+    post_stat(c, st, s);
 }
 
 Result<void> make_entry(Context& c, fuse_ino_t parent, const char* name, const std::string& rel,

@@ -23,6 +23,7 @@ struct Tuning {
   double entry_timeout = 1.0;  // seconds the kernel may cache names
   bool writeback_cache = true;
   unsigned max_threads = 16;
+  bool stamps = false;  // fill Change::stamp (a scanner filters the mount's own changes)
 };
 
 struct Context {
@@ -45,7 +46,16 @@ inline const char* at_path(const std::string& rel) { return rel.empty() ? "." : 
 
 // Reports a change to the sink (never blocks, never throws).
 void report(Context& c, ChangeKind kind, std::string path, std::string to_path = {},
-            std::uint64_t offset = 0, std::uint64_t length = 0, std::uint32_t flags = 0);
+            std::uint64_t offset = 0, std::uint64_t length = 0, std::uint32_t flags = 0,
+            Stamp stamp = {});
+
+// Stamps for the scanner's self-filter (one fstat each; nothing when
+// tuning.stamps is off). pre_*() before the backing syscall, post_*() after.
+[[nodiscard]] Stamp pre_fd(const Context& c, int fd);
+[[nodiscard]] Stamp pre_at(const Context& c, const std::string& rel);
+void post_fd(const Context& c, int fd, Stamp& s);
+void post_at(const Context& c, const std::string& rel, Stamp& s);
+void post_stat(const Context& c, const struct stat& st, Stamp& s);
 
 // lstat()s rel, remembers it as a child of parent and fills e for the reply.
 [[nodiscard]] Result<void> make_entry(Context& c, fuse_ino_t parent, const char* name,

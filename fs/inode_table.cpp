@@ -61,7 +61,8 @@ void InodeTable::forget(NodeId id, std::uint64_t n) {
     auto k = by_name_.find(name_key(nm.parent, nm.name));
     if (k != by_name_.end() && k->second == id) by_name_.erase(k);
   }
-  by_src_.erase(SrcKey{node.dev, node.ino});
+  if (auto s = by_src_.find(SrcKey{node.dev, node.ino}); s != by_src_.end() && s->second == id)
+    by_src_.erase(s);  // a detached node no longer owns its backing inode's key
   nodes_.erase(it);
 }
 
@@ -91,6 +92,41 @@ std::optional<std::string> InodeTable::child_path(NodeId parent, std::string_vie
   if (!out.empty()) out.push_back('/');
   out.append(name);
   return out;
+}
+
+std::optional<NodeId> InodeTable::lookup(std::string_view path) const {
+  std::shared_lock lock(mu_);
+  NodeId id = kRootId;
+  while (!path.empty()) {
+    const std::size_t slash = path.find('/');
+    const std::string_view name = path.substr(0, slash);
+    const std::optional<NodeId> next = find_by_name(id, name);
+    if (!next) return std::nullopt;
+    id = *next;
+    path = slash == std::string_view::npos ? std::string_view() : path.substr(slash + 1);
+  }
+  return id;
+}
+
+std::vector<std::pair<NodeId, std::string>> InodeTable::names(NodeId id) const {
+  std::shared_lock lock(mu_);
+  std::vector<std::pair<NodeId, std::string>> out;
+  if (auto it = nodes_.find(id); it != nodes_.end())
+    for (const Name& n : it->second.names) out.emplace_back(n.parent, n.name);
+  return out;
+}
+
+void InodeTable::detach(NodeId id) {
+  std::unique_lock lock(mu_);
+  auto it = nodes_.find(id);
+  if (it == nodes_.end() || id == kRootId) return;
+  const Node& node = it->second;
+  if (auto s = by_src_.find(SrcKey{node.dev, node.ino}); s != by_src_.end() && s->second == id)
+    by_src_.erase(s);
+  for (const Name& nm : node.names) {
+    auto k = by_name_.find(name_key(nm.parent, nm.name));
+    if (k != by_name_.end() && k->second == id) by_name_.erase(k);
+  }
 }
 
 std::optional<NodeId> InodeTable::find_by_name(NodeId parent, std::string_view name) const {

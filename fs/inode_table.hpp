@@ -43,6 +43,16 @@ class InodeTable {
   [[nodiscard]] std::optional<std::string> path(NodeId id) const;
   // path(parent) + "/" + name, or nullopt if parent is unknown.
   [[nodiscard]] std::optional<std::string> child_path(NodeId parent, std::string_view name) const;
+  // The node the kernel knows at a relative path ("" is the root), found
+  // name by name from the root; nullopt if the kernel holds no node there.
+  [[nodiscard]] std::optional<NodeId> lookup(std::string_view path) const;
+  // The names (parent, name) the kernel may cache for a node.
+  [[nodiscard]] std::vector<std::pair<NodeId, std::string>> names(NodeId id) const;
+  // The kernel's inode for this node is stale for good (with the writeback
+  // cache the kernel keeps its own size and mtime): the next lookup of the
+  // backing inode gets a new node id, hence a fresh kernel inode. The old
+  // node keeps its names for the handles still open on it until forgotten.
+  void detach(NodeId id);
 
   // Namespace changes made through the mount, after they succeeded.
   void renamed(NodeId old_parent, std::string_view old_name, NodeId new_parent,

@@ -103,6 +103,7 @@ Result<void> apply_setattr(Context& c, const Target& t, const struct stat& attr,
   const int fd = t.fd;
   const std::string rel = t.path.value_or(std::string());
   const int root = c.root.get();
+  Stamp s = fd >= 0 ? pre_fd(c, fd) : pre_at(c, rel);
   if (to_set & FUSE_SET_ATTR_MODE) {
     const int rc = fd >= 0 ? ::fchmod(fd, attr.st_mode)
                            : ::fchmodat(root, at_path(rel), attr.st_mode, 0);
@@ -125,9 +126,16 @@ Result<void> apply_setattr(Context& c, const Target& t, const struct stat& attr,
   }
   if (to_set & FUSE_SET_ATTR_SIZE) {
     if (auto r = set_size(c, rel, fd, attr.st_size); !r) return r;
-    if (t.path)
+    if (t.path) {  // reported at once: a later step may fail, the truncate stays
+      Stamp ds = s;
+      if (fd >= 0) {
+        post_fd(c, fd, ds);
+      } else {
+        post_at(c, rel, ds);
+      }
       report(c, ChangeKind::Data, rel, {}, static_cast<std::uint64_t>(attr.st_size),
-             Change::kToEnd);
+             Change::kToEnd, 0, ds);
+    }
   }
   if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
     const timespec tv[2] = {
@@ -137,9 +145,15 @@ Result<void> apply_setattr(Context& c, const Target& t, const struct stat& attr,
                            : ::utimensat(root, at_path(rel), tv, AT_SYMLINK_NOFOLLOW);
     if (rc == -1) return fail_errno("utimens", rel);
   }
-  if (t.path && (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
-                           FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)))
-    report(c, ChangeKind::Meta, rel);
+  if (!t.path) return {};
+  if (fd >= 0) {
+    post_fd(c, fd, s);
+  } else {
+    post_at(c, rel, s);
+  }
+  if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
+                FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))
+    report(c, ChangeKind::Meta, rel, {}, 0, 0, 0, s);
   return {};
 }
 

@@ -21,7 +21,9 @@ Result<void> finish_create(fuse_req_t req, fuse_ino_t parent, const char* name,
   if (auto r = own_new_entry(c, req, parent, rel, -1); !r) return r;
   fuse_entry_param e;
   if (auto r = make_entry(c, parent, name, rel, e); !r) return r;
-  report(c, ChangeKind::Created, rel);
+  Stamp s;
+  post_stat(c, e.attr, s);
+  report(c, ChangeKind::Created, rel, {}, 0, 0, 0, s);
   fuse_reply_entry(req, &e);
   return {};
 }
@@ -64,11 +66,13 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
     if (!from) return tl::unexpected(from.error());
     auto to = child_path(c, newparent, newname);
     if (!to) return tl::unexpected(to.error());
+    Stamp s = pre_at(c, *from);
     if (::linkat(c.root.get(), from->c_str(), c.root.get(), to->c_str(), 0) == -1)
       return fail_errno("link", *to);
     fuse_entry_param e;
     if (auto r = make_entry(c, newparent, newname, *to, e); !r) return r;
-    report(c, ChangeKind::Linked, *from, *to);
+    post_stat(c, e.attr, s);
+    report(c, ChangeKind::Linked, *from, *to, 0, 0, 0, s);
     fuse_reply_entry(req, &e);
     return {};
   });
@@ -81,9 +85,12 @@ void remove_entry(fuse_req_t req, fuse_ino_t parent, const char* name, int flags
     Context& c = ctx(req);
     auto rel = child_path(c, parent, name);
     if (!rel) return tl::unexpected(rel.error());
+    // Another hard link of a file keeps living with a new ctime that no
+    // stamp will show: the scanner accepts it once (ctime_after 0).
+    const Stamp s = flags == 0 ? pre_at(c, *rel) : Stamp{};
     if (::unlinkat(c.root.get(), rel->c_str(), flags) == -1) return fail_errno(op, *rel);
     c.inodes.unlinked(parent, name);
-    report(c, ChangeKind::Removed, *rel);
+    report(c, ChangeKind::Removed, *rel, {}, 0, 0, 0, s);
     fuse_reply_err(req, 0);
     return {};
   });
@@ -107,10 +114,12 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
     if (!from) return tl::unexpected(from.error());
     auto to = child_path(c, newparent, newname);
     if (!to) return tl::unexpected(to.error());
+    Stamp s = pre_at(c, *from);  // rename changes the moved inode's ctime
     if (::renameat2(c.root.get(), from->c_str(), c.root.get(), to->c_str(), flags) == -1)
       return fail_errno("rename", *from + " -> " + *to);
+    post_at(c, *to, s);
     c.inodes.renamed(parent, name, newparent, newname, (flags & RENAME_EXCHANGE) != 0);
-    report(c, ChangeKind::Renamed, *from, *to, 0, 0, flags);
+    report(c, ChangeKind::Renamed, *from, *to, 0, 0, flags, s);
     fuse_reply_err(req, 0);
     return {};
   });

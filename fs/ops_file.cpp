@@ -37,8 +37,9 @@ std::string path_or_empty(Context& c, fuse_ino_t ino) {
   return p ? std::move(*p) : std::string();
 }
 
-void report_data(Context& c, fuse_ino_t ino, std::uint64_t off, std::uint64_t len) {
-  if (auto p = c.inodes.path(ino)) report(c, ChangeKind::Data, std::move(*p), {}, off, len);
+void report_data(Context& c, fuse_ino_t ino, std::uint64_t off, std::uint64_t len,
+                 const Stamp& s) {
+  if (auto p = c.inodes.path(ino)) report(c, ChangeKind::Data, std::move(*p), {}, off, len, 0, s);
 }
 
 }  // namespace
@@ -54,7 +55,9 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     if (auto r = own_new_entry(c, req, parent, *rel, fd.get()); !r) return r;
     fuse_entry_param e;
     if (auto r = make_entry(c, parent, name, *rel, e); !r) return r;
-    report(c, ChangeKind::Created, *rel);
+    Stamp s;
+    post_stat(c, e.attr, s);
+    report(c, ChangeKind::Created, *rel, {}, 0, 0, 0, s);
     set_open_flags(c, fi);
     c.inodes.opened(e.ino, fd.get());
     fi->fh = static_cast<uint64_t>(fd.release());
@@ -72,9 +75,13 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     Context& c = ctx(req);
     auto rel = node_path(c, ino);
     if (!rel) return tl::unexpected(rel.error());
+    Stamp s = (fi->flags & O_TRUNC) ? pre_at(c, *rel) : Stamp{};
     Fd fd(::openat(c.root.get(), at_path(*rel), backing_flags(c, fi->flags)));
     if (!fd.valid()) return fail_errno("open", *rel);
-    if (fi->flags & O_TRUNC) report(c, ChangeKind::Data, *rel, {}, 0, Change::kToEnd);
+    if (fi->flags & O_TRUNC) {
+      post_fd(c, fd.get(), s);
+      report(c, ChangeKind::Data, *rel, {}, 0, Change::kToEnd, 0, s);
+    }
     set_open_flags(c, fi);
     c.inodes.opened(ino, fd.get());
     fi->fh = static_cast<uint64_t>(fd.release());
@@ -103,9 +110,11 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in_buf, off_t off
     out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
     out.buf[0].fd = fd_of(fi);
     out.buf[0].pos = off;
+    Stamp s = pre_fd(c, fd_of(fi));
     const ssize_t n = fuse_buf_copy(&out, in_buf, fuse_buf_copy_flags{});
     if (n < 0) return fail(static_cast<int>(-n), "write " + quoted(path_or_empty(c, ino)));
-    report_data(c, ino, static_cast<std::uint64_t>(off), static_cast<std::uint64_t>(n));
+    post_fd(c, fd_of(fi), s);
+    report_data(c, ino, static_cast<std::uint64_t>(off), static_cast<std::uint64_t>(n), s);
     fuse_reply_write(req, static_cast<size_t>(n));
     return {};
   });
@@ -142,9 +151,11 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t 
                   fuse_file_info* fi) {
   guarded(req, "fallocate", [&]() -> Result<void> {
     Context& c = ctx(req);
+    Stamp s = pre_fd(c, fd_of(fi));
     if (::fallocate(fd_of(fi), mode, offset, length) == -1)
       return fail_errno("fallocate", path_or_empty(c, ino));
-    report_data(c, ino, static_cast<std::uint64_t>(offset), static_cast<std::uint64_t>(length));
+    post_fd(c, fd_of(fi), s);
+    report_data(c, ino, static_cast<std::uint64_t>(offset), static_cast<std::uint64_t>(length), s);
     fuse_reply_err(req, 0);
     return {};
   });
@@ -156,10 +167,12 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t /*ino_in*/, off_t off_in,
   guarded(req, "copy_file_range", [&]() -> Result<void> {
     Context& c = ctx(req);
     loff_t in = off_in, out = off_out;
+    Stamp s = pre_fd(c, fd_of(fi_out));
     const ssize_t n = ::copy_file_range(fd_of(fi_in), &in, fd_of(fi_out), &out, len,
                                         static_cast<unsigned>(flags));
     if (n == -1) return fail_errno("copy_file_range", path_or_empty(c, ino_out));
-    report_data(c, ino_out, static_cast<std::uint64_t>(off_out), static_cast<std::uint64_t>(n));
+    post_fd(c, fd_of(fi_out), s);
+    report_data(c, ino_out, static_cast<std::uint64_t>(off_out), static_cast<std::uint64_t>(n), s);
     fuse_reply_write(req, static_cast<size_t>(n));
     return {};
   });

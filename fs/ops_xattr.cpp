@@ -43,8 +43,13 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
     Context& c = ctx(req);
     auto p = proc_path(c, ino);
     if (!p) return tl::unexpected(p.error());
+    auto rel = c.inodes.path(ino);
+    Stamp s = rel ? pre_at(c, *rel) : Stamp{};
     if (::lsetxattr(p->c_str(), name, value, size, flags) == -1) return fail_errno("setxattr", name);
-    if (auto rel = c.inodes.path(ino)) report(c, ChangeKind::Meta, std::move(*rel));
+    if (rel) {
+      post_at(c, *rel, s);
+      report(c, ChangeKind::Meta, std::move(*rel), {}, 0, 0, 0, s);
+    }
     fuse_reply_err(req, 0);
     return {};
   });
@@ -74,8 +79,13 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
     Context& c = ctx(req);
     auto p = proc_path(c, ino);
     if (!p) return tl::unexpected(p.error());
+    auto rel = c.inodes.path(ino);
+    Stamp s = rel ? pre_at(c, *rel) : Stamp{};
     if (::lremovexattr(p->c_str(), name) == -1) return fail_errno("removexattr", name);
-    if (auto rel = c.inodes.path(ino)) report(c, ChangeKind::Meta, std::move(*rel));
+    if (rel) {
+      post_at(c, *rel, s);
+      report(c, ChangeKind::Meta, std::move(*rel), {}, 0, 0, 0, s);
+    }
     fuse_reply_err(req, 0);
     return {};
   });

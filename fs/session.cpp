@@ -5,6 +5,7 @@
 
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <thread>
 
 #include "fs/context.hpp"
@@ -89,8 +90,53 @@ fuse_lowlevel_ops make_ops() {
 
 }  // namespace
 
+// Invalidation of what the kernel caches for nodes changed behind the mount.
+class KernelCache final : public SourceCache {
+ public:
+  explicit KernelCache(Context& c) : c_(c) {}
+  fuse_session* se = nullptr;
+
+  void invalidate_node(std::string_view path) noexcept override {
+    try {
+      const auto id = c_.inodes.lookup(path);
+      if (!id || se == nullptr) return;  // never handed to the kernel: nothing cached
+      // off 0, len 0: attributes and every cached page.
+      const int rc = fuse_lowlevel_notify_inval_inode(se, *id, 0, 0);
+      if (rc != 0 && rc != -ENOENT)
+        c_.log->debug("invalidate {}: {}", quoted(path), std::strerror(-rc));
+      if (c_.tuning.writeback_cache && *id != kRootId) {
+        // With the writeback cache the kernel never takes a size or mtime
+        // from us for an inode it holds: drop its names and give the backing
+        // inode a new node id, so the next lookup builds a fresh one.
+        const auto names = c_.inodes.names(*id);
+        c_.inodes.detach(*id);
+        for (const auto& [parent, name] : names)
+          (void)fuse_lowlevel_notify_inval_entry(se, parent, name.c_str(), name.size());
+      }
+    } catch (...) {  // bad_alloc: the cache times out by itself
+    }
+  }
+
+  void invalidate_entry(std::string_view dir_path, std::string_view name) noexcept override {
+    try {
+      const auto id = c_.inodes.lookup(dir_path);
+      if (!id || se == nullptr) return;
+      const std::string n(name);
+      const int rc = fuse_lowlevel_notify_inval_entry(se, *id, n.c_str(), n.size());
+      if (rc != 0 && rc != -ENOENT)
+        c_.log->debug("invalidate entry {}: {}", quoted(n), std::strerror(-rc));
+      if (auto child = c_.inodes.child_path(*id, name); child) invalidate_node(*child);
+    } catch (...) {
+    }
+  }
+
+ private:
+  Context& c_;
+};
+
 struct Session::Impl {
   Context context;
+  KernelCache cache{context};
   fuse_session* se = nullptr;
   bool mounted = false;
   bool signals = false;
@@ -105,6 +151,7 @@ struct Session::Impl {
 Session::Session(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Session::~Session() = default;
 const Fd& Session::root() const noexcept { return impl_->context.root; }
+SourceCache& Session::cache() noexcept { return impl_->cache; }
 
 Result<std::unique_ptr<Session>> Session::mount(Fd root, ChangeSink& sink, SessionConfig config,
                                                 std::shared_ptr<spdlog::logger> log) {
@@ -114,7 +161,7 @@ Result<std::unique_ptr<Session>> Session::mount(Fd root, ChangeSink& sink, Sessi
   c.sink = &sink;
   c.log = std::move(log);
   c.tuning = Tuning{config.attr_timeout, config.entry_timeout, config.writeback_cache,
-                    config.max_threads};
+                    config.max_threads, config.stamps};
   c.is_root = ::geteuid() == 0;
 
   std::vector<std::string> argv_s{"mirrorfs"};
@@ -131,6 +178,7 @@ Result<std::unique_ptr<Session>> Session::mount(Fd root, ChangeSink& sink, Sessi
   fuse_set_log_func(capture_fuse_log);
   impl->se = fuse_session_new(&args, &ops, sizeof ops, &c);
   if (impl->se == nullptr) return fail(EINVAL, g_fuse_message);
+  impl->cache.se = impl->se;
   if (fuse_set_signal_handlers(impl->se) != 0) return fail(EIO, "cannot install signal handlers");
   impl->signals = true;
   if (fuse_session_mount(impl->se, config.mountpoint.c_str()) != 0)

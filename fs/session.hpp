@@ -17,6 +17,7 @@
 #include "fs/api/change_sink.hpp"
 #include "fs/api/fd.hpp"
 #include "fs/api/result.hpp"
+#include "fs/api/source_cache.hpp"
 
 namespace mirrorfs::fs {
 
@@ -28,6 +29,7 @@ struct SessionConfig {
   bool writeback_cache = true;
   unsigned max_threads = 16;
   bool debug = false;  // libfuse's per-request trace (-d)
+  bool stamps = false;  // stamp every change for a scanner's self-filter
 };
 
 class Session {
@@ -45,6 +47,9 @@ class Session {
   int run();
   // The backing directory's descriptor (for replication and scanning).
   [[nodiscard]] const Fd& root() const noexcept;
+  // The kernel's caches of this mount, for the scanner (see SourceCache's
+  // contract: never from a FUSE handler). Valid while the Session lives.
+  [[nodiscard]] SourceCache& cache() noexcept;
 
  private:
   struct Impl;

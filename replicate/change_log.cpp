@@ -15,6 +15,7 @@ const char* kind_name(ChangeKind k) noexcept {
     case ChangeKind::Removed: return "Removed";
     case ChangeKind::Renamed: return "Renamed";
     case ChangeKind::Linked: return "Linked";
+    case ChangeKind::Content: return "Content";
   }
   return "?";
 }

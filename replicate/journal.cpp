@@ -317,7 +317,8 @@ void Journal::record(const Change& c) noexcept {
       try {
         guard_links(c, seq, now);
         links_->on_change(c);
-        if (c.kind == ChangeKind::Data || c.kind == ChangeKind::Meta) {
+        if (c.kind == ChangeKind::Data || c.kind == ChangeKind::Meta ||
+            c.kind == ChangeKind::Content) {
           for (std::string& p : links_->others(c.path)) {
             all.push_back(c);
             all.back().path = std::move(p);
@@ -343,7 +344,9 @@ void Journal::record(const Change& c) noexcept {
 // new object's bytes or mode into the target's old inode in place, which the
 // target shares with the other names of a hard link: ship those in full.
 void Journal::guard_links(const Change& c, std::uint64_t seq, Clock::time_point now) {
-  if (c.kind == ChangeKind::Data || c.kind == ChangeKind::Meta || links_->size() == 0) return;
+  if (c.kind == ChangeKind::Data || c.kind == ChangeKind::Meta || c.kind == ChangeKind::Content ||
+      links_->size() == 0)
+    return;
   std::vector<std::string> touched{c.path};
   if (c.kind == ChangeKind::Renamed) touched.push_back(c.to_path);
   for (auto& q : queues_) {

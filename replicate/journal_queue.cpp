@@ -228,6 +228,7 @@ void TargetQueue::apply(const Change& c, std::uint64_t seq, Clock::time_point no
   switch (c.kind) {
     case ChangeKind::Data: on_data(c, seq, now); break;
     case ChangeKind::Meta: on_meta(c, seq, now); break;
+    case ChangeKind::Content: on_content(c, seq, now); break;
     case ChangeKind::Created: on_created(c, seq, now); break;
     case ChangeKind::Removed: on_removed(c, seq, now); break;
     case ChangeKind::Renamed:
@@ -257,6 +258,18 @@ void TargetQueue::on_meta(const Change& c, std::uint64_t seq, Clock::time_point 
     return;
   }
   mark(c.path, seq, now).meta = true;
+}
+
+// Ranges unknown (a write behind the mount): ship it whole (a delta against
+// the target's copy) with its metadata.
+void TargetQueue::on_content(const Change& c, std::uint64_t seq, Clock::time_point now) {
+  if (Entry* s = covering_subtree(c.path)) {
+    s->last_seq = seq;
+    return;
+  }
+  Entry& m = mark(c.path, seq, now);
+  m.whole = m.meta = true;
+  m.ranges.clear();
 }
 
 void TargetQueue::on_created(const Change& c, std::uint64_t seq, Clock::time_point now) {
@@ -390,7 +403,8 @@ void TargetQueue::on_linked(const Change& c, std::uint64_t seq, Clock::time_poin
 void LinkIndex::on_change(const Change& c) {
   switch (c.kind) {
     case ChangeKind::Data:
-    case ChangeKind::Meta: return;
+    case ChangeKind::Meta:
+    case ChangeKind::Content: return;
     case ChangeKind::Created:
     case ChangeKind::Removed: return drop_under(c.path);
     case ChangeKind::Linked: {

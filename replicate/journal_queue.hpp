@@ -41,6 +41,7 @@ class TargetQueue {
 
   void on_data(const Change& c, std::uint64_t seq, Clock::time_point now);
   void on_meta(const Change& c, std::uint64_t seq, Clock::time_point now);
+  void on_content(const Change& c, std::uint64_t seq, Clock::time_point now);
   void on_created(const Change& c, std::uint64_t seq, Clock::time_point now);
   void on_removed(const Change& c, std::uint64_t seq, Clock::time_point now);
   void on_renamed(const Change& c, std::uint64_t seq, Clock::time_point now);

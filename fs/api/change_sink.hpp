@@ -16,6 +16,18 @@ enum class ChangeKind : std::uint8_t {
   Removed,  // the entry at path is gone (unlink, rmdir)
   Renamed,  // path moved to to_path (flags: RENAME_EXCHANGE swaps the two)
   Linked,   // a hard link to_path was made to the existing path
+  Content,  // contents (and maybe metadata) changed, byte ranges unknown (a write that
+            // bypassed the mount, seen by the scanner): ship it whole / as a delta
+};
+
+// What the FUSE layer saw of the object an operation changed, for the
+// scanner's self-filter (replicate/scanner.hpp): its backing inode number and
+// its ctime (ns since the epoch) just before and just after the backing
+// syscall. 0 = not known (the op has no single object, or stat failed).
+struct Stamp {
+  std::uint64_t ino = 0;
+  std::int64_t ctime_before = 0;  // 0 for a new entry
+  std::int64_t ctime_after = 0;
 };
 
 struct Change {
@@ -27,6 +39,7 @@ struct Change {
   std::uint64_t offset = 0;
   std::uint64_t length = 0;  // Data only
   std::uint32_t flags = 0;   // Renamed only: renameat2 flags
+  Stamp stamp{};             // filled by fs/ for the mount's own changes
 };
 
 // Contract: called on FUSE worker threads after the backing syscall

@@ -141,7 +141,10 @@ bool MountGuard::wait_ready() {
 
 int MountGuard::daemon_fds() const { return pid_ > 0 ? fd_count(pid_) : -1; }
 
-std::string MountGuard::log() const { return log_path_.empty() ? "" : read_file(log_path_); }
+std::string MountGuard::log() const {
+  if (!final_log_.empty()) return final_log_;  // after unmount: the file is gone
+  return log_path_.empty() ? "" : read_file(log_path_);
+}
 
 void MountGuard::kill_daemon() {
   if (pid_ > 0) {
@@ -238,6 +241,7 @@ bool MountGuard::unmount() {
     clean = false;
   }
   const std::string text = log();
+  final_log_ = text;
   if (cfg_.fail_on_error_log && log_has_error(text)) {
     ADD_FAILURE() << "mirrorfs logged an error; log:\n" << text;
     clean = false;

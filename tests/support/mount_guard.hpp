@@ -46,7 +46,7 @@ class MountGuard {
   [[nodiscard]] const std::string& source() const noexcept { return source_; }
   [[nodiscard]] int baseline_fds() const noexcept { return baseline_fds_; }
   [[nodiscard]] int daemon_fds() const;  // current /proc/PID/fd count
-  [[nodiscard]] std::string log() const;  // what the daemon wrote so far
+  [[nodiscard]] std::string log() const;  // what the daemon wrote so far (all of it after unmount())
 
   // Idempotent. Returns true if the mount went away cleanly and every check
   // passed; failures are also reported with ADD_FAILURE.
@@ -70,6 +70,7 @@ class MountGuard {
   MountConfig cfg_;
   std::string log_path_;
   std::string error_;
+  std::string final_log_;  // the whole log, kept by unmount()
   pid_t pid_ = -1;
   bool mounted_ = false;
   bool done_ = false;
