@@ -125,7 +125,7 @@ void Replicator::loop(std::stop_token st) {
     }
     if (!initial_done_.load() && !pass_gate(st)) continue;
     if (!ensure_connected(st)) continue;
-    if (initial_done_.load() && (sweep_all_ || !sweep_dirs_.empty())) start_sweep();
+    if (initial_done_.load() && (sweep_all_ || !sweep_dirs_.empty()) && !sweep_temps(st)) continue;
     if (!initial_done_.load()) {
       if (!ship_initial_chunk(st)) sleep_for(st, next_backoff());
       continue;
@@ -322,9 +322,8 @@ void Replicator::finish_reconcile() {
   sweeping_ = false;
 }
 
-// A journal batch broke mid-session: any prefix of it may have landed, and
-// the agent may have died with temps staged. Its directories are compared
-// again after the reconnect (the requeued marks ship the paths themselves).
+// A journal batch broke mid-session: the agent may have died with temps
+// staged in the batch's directories; they are cleaned after the reconnect.
 void Replicator::note_broken_batch(const Batch& b) {
   constexpr std::size_t kMaxSweepDirs = 1024;
   auto parent = [](const std::string& p) {
@@ -341,21 +340,65 @@ void Replicator::note_broken_batch(const Batch& b) {
   }
 }
 
-void Replicator::start_sweep() {
-  walk_opt_ = ReconcileOptions{};
-  walk_opt_.mode = SyncMode::Quick;
-  walk_opt_.delete_missing = opt_.delete_missing;
-  walk_opt_.dirs_per_exchange = opt_.reconcile_dirs;
-  if (!sweep_all_) walk_opt_.scope = std::move(sweep_dirs_);
-  log_->info("repl[{}]: re-checking {} after the broken session", index_,
-             sweep_all_ ? std::string("the whole tree")
-                        : std::to_string(walk_opt_.scope.size()) + " directories");
+// Removes the stale temps (kTempPrefix) of interrupted transfers from the
+// directories of broken batches: their List requests in one exchange, the
+// Removes and a Barrier in a second. The requeued marks re-ship the paths
+// themselves. Too many directories: a whole quick reconcile instead. False
+// if the session broke (the directories stay noted for the next one).
+bool Replicator::sweep_temps(std::stop_token st) {
+  if (sweep_all_) {
+    walk_opt_ = ReconcileOptions{};
+    walk_opt_.mode = SyncMode::Quick;
+    walk_opt_.delete_missing = opt_.delete_missing;
+    walk_opt_.dirs_per_exchange = opt_.reconcile_dirs;
+    log_->info("repl[{}]: re-checking the whole tree after the broken session", index_);
+    sweep_all_ = false;
+    sweep_dirs_.clear();
+    sweeping_ = true;
+    walk_.reset();
+    walk_marks_.entries.clear();
+    initial_done_ = false;
+    return true;
+  }
+  auto request = [](Op op, std::string path) {
+    Request r;
+    r.op = op;
+    r.path = std::move(path);
+    return r;
+  };
+  std::vector<Request> lists;
+  for (const std::string& dir : sweep_dirs_) lists.push_back(request(Op::List, dir));
+  const std::uint64_t before = transport_->bytes_sent();
+  Result<std::vector<Reply>> listed = transport_->exchange(lists);
+  std::vector<Request> removes;
+  if (listed) {
+    for (std::size_t i = 0; i < lists.size(); ++i) {
+      if ((*listed)[i].err != 0) continue;  // the directory is gone: nothing staged in it
+      Result<std::vector<ListEntry>> entries = decode_listing((*listed)[i].data);
+      if (!entries) continue;
+      for (const ListEntry& e : *entries)
+        if (e.name.starts_with(kTempPrefix))
+          removes.push_back(request(Op::Remove, join_path(lists[i].path, e.name)));
+    }
+    if (!removes.empty()) {
+      removes.push_back(request(Op::Barrier, ""));
+      listed = transport_->exchange(removes);
+    }
+  }
+  bytes_sent_ += transport_->bytes_sent() - before;
+  if (!listed) {
+    note_error(listed.error().what + ": " + errno_name(listed.error().code));
+    log_->warn("repl[{}]: cleaning temps on {} failed: {}; reconnecting", index_, quoted(spec_.url),
+               listed.error().what);
+    transport_.reset();
+    connected_ = false;
+    sleep_for(st, next_backoff());
+    return false;
+  }
+  log_->info("repl[{}]: after the broken session: {} directories checked, {} stale temp(s) removed",
+             index_, lists.size(), removes.empty() ? 0 : removes.size() - 1);
   sweep_dirs_.clear();
-  sweep_all_ = false;
-  sweeping_ = true;
-  walk_.reset();
-  walk_marks_.entries.clear();
-  initial_done_ = false;
+  return true;
 }
 
 const char* Replicator::pass_name() const noexcept {

@@ -24,10 +24,9 @@
 // The loop: wait for work, wait `delay` (batching window), take a batch,
 // ship it (Shipper: current state of each path, ops replayed, Barrier last),
 // then complete() it in the journal. A broken session: log, requeue the whole
-// batch, back off 100 ms .. 10 s (doubling), reconnect, then re-check the
-// directories the broken batch touched (a Reconciler scoped to them, before
-// any journal batch): what landed half-way is compared again and the stale
-// temps of interrupted transfers are removed. A request that
+// batch, back off 100 ms .. 10 s (doubling), reconnect, then remove the
+// stale temps of interrupted transfers from the directories the broken
+// batch touched (over ~1000 of them: a whole quick reconcile). A request that
 // fails on the target: log, Journal::retry() the path (shipped in full
 // next time), and back off before the next batch.
 //
@@ -129,7 +128,7 @@ class Replicator {
   void publish_progress(bool force);
   void finish_reconcile();
   void note_broken_batch(const Batch& b);
-  void start_sweep();
+  bool sweep_temps(std::stop_token st);
   [[nodiscard]] const char* pass_name() const noexcept;
   bool ship_batch(std::stop_token st, Batch& b, bool from_journal);
   void sleep_for(std::stop_token st, std::chrono::milliseconds d);
@@ -154,8 +153,8 @@ class Replicator {
   ReconcileOptions walk_opt_;              // mode and recovery hints, set up once
   bool gate_passed_ = false;               // replicator thread only
   bool recovery_applied_ = false;          // replicator thread only
-  // Parents of the paths of batches broken mid-session: re-checked after the
-  // reconnect. `sweep_all_`: too many to list, re-check the whole tree.
+  // Parents of the paths of batches broken mid-session: swept for stale
+  // temps after the reconnect. `sweep_all_`: too many, reconcile the tree.
   std::set<std::string> sweep_dirs_;       // replicator thread only
   bool sweep_all_ = false;                 // replicator thread only
   bool sweeping_ = false;                  // replicator thread only: the pass is a re-check

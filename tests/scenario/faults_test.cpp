@@ -289,8 +289,8 @@ TEST(Faults, AgentKilledMidTransferLeavesNoTornFile) {
 
 // The same during journal shipping: a 64 MiB file written through the mount
 // is being copied when the agent dies. After the reconnect the sender
-// re-checks the directories of the broken batch: the temp goes, the file
-// lands whole.
+// sweeps the directories of the broken batch for stale temps: the temp
+// goes, the file lands whole.
 TEST(Faults, AgentKilledDuringJournalShippingLeavesNoTemp) {
   SshdServer sshd;
   ASSERT_TRUE(sshd.ok()) << sshd.error();
@@ -312,7 +312,7 @@ TEST(Faults, AgentKilledDuringJournalShippingLeavesNoTemp) {
   writer.join();
   EXPECT_EQ(kills, 1) << "the transfer was never seen staging";
   expect_level(src, rep, mnt);
-  EXPECT_NE(m.log().find("re-checking"), std::string::npos) << m.log();
+  EXPECT_NE(m.log().find("stale temp(s) removed"), std::string::npos) << m.log();
 }
 
 }  // namespace

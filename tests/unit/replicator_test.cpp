@@ -64,6 +64,7 @@ class FakeTransport final : public Transport {
     for (std::size_t i = 0; i < reqs.size(); ++i) {
       s_->seen.push_back(reqs[i]);
       sent_ += reqs[i].data.size() + reqs[i].path.size();
+      if (reqs[i].op == Op::List) out[i].data = encode_listing({});  // an empty target
       if (reqs[i].op == s_->fail_op) {
         out[i].err = EIO;
         out[i].message = "fake: injected";
