@@ -489,3 +489,66 @@ TEST_F(ReceiverTest, DirectorySwappedForSymlinkCannotEscape) {
 
 }  // namespace
 }  // namespace mirrorfs::replicate
+
+namespace mirrorfs::replicate {
+namespace {
+
+Request req(Op op, std::string path, std::string data = {}, std::string path2 = {}) {
+  Request r;
+  r.op = op;
+  r.path = std::move(path);
+  r.path2 = std::move(path2);
+  r.data = std::move(data);
+  return r;
+}
+
+// handle_all groups commits but answers and applies exactly as one by one:
+// a rename after a commit sees the committed file, a commit whose directory
+// vanished fails alone, a second commit of the same path lands last.
+TEST_F(ReceiverTest, HandleAllGroupsCommitsWithTheSameOutcome) {
+  const std::vector<Request> reqs = {
+      req(Op::Mkdir, "d"),
+      req(Op::BeginFile, "d/a"), req(Op::Write, "d/a", "first a"),
+      req(Op::BeginFile, "d/b"), req(Op::Write, "d/b", "b"),
+      req(Op::CommitFile, "d/a"), req(Op::CommitFile, "d/b"),
+      req(Op::BeginFile, "d/a"), req(Op::Write, "d/a", "second a"),  // same path again
+      req(Op::CommitFile, "d/a"),
+      req(Op::Rename, "d/b", {}, "d/c"),                             // must see d/b landed
+      req(Op::Mkdir, "gone"), req(Op::BeginFile, "gone/x"), req(Op::Write, "gone/x", "x"),
+      req(Op::Remove, "gone"),                                       // the temp goes with it
+      req(Op::CommitFile, "gone/x"),                                 // fails alone
+      req(Op::CommitFile, "never-begun"),
+      req(Op::Barrier, ""),
+  };
+  const std::vector<Reply> out = rx_->handle_all(reqs);
+  ASSERT_EQ(out.size(), reqs.size());
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    if (i == 15 || i == 16) continue;
+    EXPECT_EQ(out[i].err, 0) << i << ": " << out[i].message;
+  }
+  EXPECT_NE(out[15].err, 0) << "a commit into a removed directory cannot land";
+  EXPECT_EQ(out[16].err, EINVAL);
+  EXPECT_EQ(slurp(at("d/a")), "second a");
+  EXPECT_EQ(slurp(at("d/c")), "b");
+  EXPECT_FALSE(stdfs::exists(at("d/b")));
+  EXPECT_FALSE(stdfs::exists(at("gone")));
+  EXPECT_TRUE(temps().empty());
+}
+
+// More commits than one group holds: every file lands, in order.
+TEST_F(ReceiverTest, HandleAllFlushesLargeGroups) {
+  std::vector<Request> reqs;
+  for (int i = 0; i < 600; ++i) {
+    const std::string p = "f" + std::to_string(i);
+    reqs.push_back(req(Op::BeginFile, p));
+    reqs.push_back(req(Op::Write, p, "content " + std::to_string(i)));
+    reqs.push_back(req(Op::CommitFile, p));
+  }
+  for (const Reply& r : rx_->handle_all(reqs)) ASSERT_EQ(r.err, 0) << r.message;
+  for (int i = 0; i < 600; ++i)
+    ASSERT_EQ(slurp(at("f" + std::to_string(i))), "content " + std::to_string(i));
+  EXPECT_TRUE(temps().empty());
+}
+
+}  // namespace
+}  // namespace mirrorfs::replicate
