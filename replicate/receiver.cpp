@@ -3,8 +3,6 @@
 // in target_files.cpp, path confinement in target_fs.cpp.
 #include "replicate/receiver.hpp"
 
-#include <set>
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -45,53 +43,6 @@ Reply Receiver::handle(const Request& req) noexcept {
     reply = Reply{EIO, "unexpected exception", {}};
   }
   return reply;
-}
-
-std::vector<Reply> Receiver::handle_all(std::span<const Request> reqs) noexcept {
-  constexpr std::size_t kMaxGroup = 256;
-  std::vector<Reply> out(reqs.size());
-  std::vector<Commit> commits;
-  std::set<std::string> committing;
-  // Does r act only on paths no grouped commit touches (so it cannot see
-  // whether those landed yet)?
-  auto independent = [&](const Request& r) {
-    switch (r.op) {
-      case Op::BeginFile: case Op::Write: case Op::Truncate: case Op::Punch:
-      case Op::Mkdir: case Op::CommitFile:
-        return committing.count(r.path) == 0;
-      default:
-        return false;
-    }
-  };
-  for (std::size_t i = 0; i < reqs.size(); ++i) {
-    const Request& r = reqs[i];
-    try {
-      if (!commits.empty() && !independent(r)) {
-        flush_commits(commits, out);
-        committing.clear();
-      }
-      if (r.op != Op::CommitFile) {
-        out[i] = handle(r);
-        continue;
-      }
-      Result<Commit> c = prepare_commit(r);
-      if (!c) {
-        out[i] = Reply{c.error().code > 0 ? c.error().code : EIO, c.error().what, {}};
-        continue;
-      }
-      c->index = i;
-      committing.insert(r.path);
-      commits.push_back(std::move(*c));
-      if (commits.size() >= kMaxGroup) {
-        flush_commits(commits, out);
-        committing.clear();
-      }
-    } catch (...) {
-      out[i] = Reply{ENOMEM, "out of memory", {}};
-    }
-  }
-  flush_commits(commits, out);
-  return out;
 }
 
 namespace {

@@ -28,9 +28,7 @@
 
 #include <map>
 #include <memory>
-#include <span>
 #include <string>
-#include <vector>
 #include <string_view>
 #include <utility>
 
@@ -52,16 +50,6 @@ class Receiver {
 
   // Applies one request; never throws. A failure is a Reply with err != 0.
   [[nodiscard]] Reply handle(const Request& req) noexcept;
-  // Applies requests in order, one reply each, exactly as handle() one by
-  // one would, except that CommitFiles are grouped: the staged temps of
-  // consecutive commits are fsynced together (writeback started for all,
-  // then one fsync each, which then mostly finds its data on disk already)
-  // and renamed into place in order, before any later request that could
-  // observe them (anything but BeginFile/Write/Truncate/Punch/Mkdir/
-  // CommitFile on other paths) and at the end. A commit's reply still says
-  // whether that file landed. Used by the agent for every frame it has
-  // buffered and by the local transport for every exchange.
-  [[nodiscard]] std::vector<Reply> handle_all(std::span<const Request> reqs) noexcept;
 
   // Identity of the file a Signature read (present = false: nothing was there).
   struct Basis {
@@ -92,14 +80,6 @@ class Receiver {
   Result<void> op_write(const Request& r);
   Result<void> op_truncate(const Request& r);
   Result<void> op_commit(const Request& r);
-  struct Commit {  // a CommitFile whose fsync + rename is grouped
-    std::size_t index = 0;  // its reply in handle_all
-    std::string path;
-    Staged staged;
-  };
-  Result<Commit> prepare_commit(const Request& r);
-  Result<void> finish_commit(Commit& c, bool synced);
-  void flush_commits(std::vector<Commit>& commits, std::vector<Reply>& out) noexcept;
   Result<std::string> op_signature(const Request& r);
   Result<void> op_delta(const Request& r);
   Result<void> start_delta(const std::string& path);

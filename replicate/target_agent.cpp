@@ -85,39 +85,29 @@ bool write_all(int fd, const std::string& data) {
 
 enum class Step { More, Eof, IoError, ProtoError };
 
-// Serves every complete frame in in[pos..] (as one group: see
-// Receiver::handle_all); appends replies to out.
+// Serves every complete frame in in[pos..]; appends replies to out.
 Step serve_buffered(std::string& in, std::string& out, std::optional<Receiver>& rx,
                     const Error& root_err, spdlog::logger& log) {
   std::size_t pos = 0;
-  std::vector<Request> reqs;
-  Step step = Step::More;
   for (;;) {
     const std::string_view rest(in.data() + pos, in.size() - pos);
     Result<std::size_t> len = frame_length(rest);
     if (!len || (*len > 0 && rest[4] != static_cast<char>(kFrameRequest))) {
       log.error("agent: bad frame from the sender: {}; closing", len ? "not a request" : len.error().what);
-      step = Step::ProtoError;
-      break;
+      return Step::ProtoError;
     }
     if (*len == 0) break;
     Result<Request> req = decode_request(rest.substr(kFrameHeader, *len - kFrameHeader));
     if (!req) {
       log.error("agent: {}; closing", req.error().what);
-      step = Step::ProtoError;
-      break;
+      return Step::ProtoError;
     }
-    reqs.push_back(std::move(*req));
+    const Reply reply = rx ? rx->handle(*req) : Reply{root_err.code, root_err.what, {}};
+    encode_reply(reply, out);
     pos += *len;
   }
-  // The requests before a bad frame are still answered.
-  if (rx) {
-    for (const Reply& reply : rx->handle_all(reqs)) encode_reply(reply, out);
-  } else {
-    for (std::size_t i = 0; i < reqs.size(); ++i) encode_reply({root_err.code, root_err.what, {}}, out);
-  }
   in.erase(0, pos);
-  return step;
+  return Step::More;
 }
 
 Step read_more(int fd, std::string& in) {

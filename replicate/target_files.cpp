@@ -122,60 +122,22 @@ Result<void> Receiver::op_truncate(const Request& r) {
 }
 
 Result<void> Receiver::op_commit(const Request& r) {
-  Result<Commit> c = prepare_commit(r);
-  if (!c) return tl::unexpected(c.error());
-  return finish_commit(*c, false);
-}
-
-// Takes the staged temp and gives it its metadata (no fsync yet).
-Result<Receiver::Commit> Receiver::prepare_commit(const Request& r) {
   auto it = staged_.find(r.path);
   if (it == staged_.end()) return fail(EINVAL, "commit without BeginFile: " + quoted(r.path));
-  Commit c{0, r.path, std::move(it->second)};
+  Staged s = std::move(it->second);
   staged_.erase(it);
-  if (Result<void> m = target::apply_meta_fd(c.staged.file.get(), r.meta); !m) {
-    (void)::unlinkat(c.staged.dir.get(), c.staged.tmp.c_str(), 0);
-    return tl::unexpected(m.error());
-  }
-  return c;
-}
-
-// fsync (unless done already) and rename over the path; the temp is removed
-// on failure.
-Result<void> Receiver::finish_commit(Commit& c, bool synced) {
-  Staged& s = c.staged;
   auto abort = [&](Error e) {
     (void)::unlinkat(s.dir.get(), s.tmp.c_str(), 0);
     return tl::unexpected(std::move(e));
   };
-  if (!synced)
-    if (Result<void> f = sync_fd(s.file.get(), c.path); !f) return abort(f.error());
+  if (Result<void> m = target::apply_meta_fd(s.file.get(), r.meta); !m) return abort(m.error());
+  if (Result<void> f = sync_fd(s.file.get(), r.path); !f) return abort(f.error());
   // Re-resolve now: the path may have moved under a Rename since BeginFile.
-  Result<Parent> p = locate(root_.get(), c.path);
+  Result<Parent> p = locate(root_.get(), r.path);
   if (!p) return abort(p.error());
   if (Result<void> mv = target::replace_with(s.dir.get(), s.tmp, p->fd, p->name); !mv)
     return abort(mv.error());
   return touch(p->fd);
-}
-
-void Receiver::flush_commits(std::vector<Commit>& commits, std::vector<Reply>& out) noexcept {
-  // Start writeback of every temp first: each fsync below then mostly waits
-  // for one shared journal commit instead of one of its own.
-  for (Commit& c : commits)
-    (void)::sync_file_range(c.staged.file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
-  for (Commit& c : commits) {
-    Reply& reply = out[c.index];
-    try {
-      Result<void> r = sync_fd(c.staged.file.get(), c.path);
-      if (r) r = finish_commit(c, true);
-      else (void)::unlinkat(c.staged.dir.get(), c.staged.tmp.c_str(), 0);
-      if (!r) reply = Reply{r.error().code > 0 ? r.error().code : EIO, r.error().what, {}};
-    } catch (...) {
-      (void)::unlinkat(c.staged.dir.get(), c.staged.tmp.c_str(), 0);
-      reply = Reply{ENOMEM, "out of memory", {}};
-    }
-  }
-  commits.clear();
 }
 
 Result<std::string> Receiver::op_signature(const Request& r) {

@@ -110,9 +110,13 @@ class LocalTransport final : public Transport {
     for (const Request& r : reqs)
       if (request_frame_size(r) > kMaxFrame + kFrameHeader)
         return fail(EMSGSIZE, "request for " + quoted(r.path) + " exceeds the frame limit");
-    for (const Request& r : reqs) sent_ += request_frame_size(r);
-    std::vector<Reply> replies = rx_.handle_all(reqs);
-    for (const Reply& r : replies) received_ += reply_frame_size(r);
+    std::vector<Reply> replies;
+    replies.reserve(reqs.size());
+    for (const Request& r : reqs) {
+      sent_ += request_frame_size(r);
+      replies.push_back(rx_.handle(r));
+      received_ += reply_frame_size(replies.back());
+    }
     return replies;
   }
   std::uint64_t bytes_sent() const noexcept override { return sent_; }
