@@ -123,8 +123,8 @@ void Replicator::loop(std::stop_token st) {
       apply_recovery();
       recovery_applied_ = true;
     }
+    if (!ensure_connected(st)) continue;  // (ssh's handshake overlaps the scanner's walk)
     if (!initial_done_.load() && !pass_gate(st)) continue;
-    if (!ensure_connected(st)) continue;
     if (initial_done_.load() && (sweep_all_ || !sweep_dirs_.empty()) && !sweep_temps(st)) continue;
     if (!initial_done_.load()) {
       if (!ship_initial_chunk(st)) sleep_for(st, next_backoff());
