@@ -192,7 +192,7 @@ int run_mount(MountOptions o) {
   replicate::Journal journal(replicate::JournalLimits{}, journal_log);
   ChangeSink* sink = &journal;
   std::unique_ptr<replicate::Scanner> scanner;  // between the fs layer and the journal
-  if (o.scan) {
+  if (o.scan && !specs.empty()) {  // with no target there is nothing to catch up
     scanner = std::make_unique<replicate::Scanner>(journal, replicate::ScannerOptions{},
                                                    scan_log);
     sink = scanner.get();
@@ -206,7 +206,7 @@ int run_mount(MountOptions o) {
   }
 
   fs::SessionConfig sc{o.mountpoint, o.fuse_options, o.attr_timeout, o.entry_timeout,
-                       o.writeback_cache, o.threads, o.fuse_debug, o.scan};
+                       o.writeback_cache, o.threads, o.fuse_debug, scanner != nullptr};
   auto session = fs::Session::mount(std::move(root), *sink, sc, fs_log);
   if (!session) die(session.error().what);
 
