@@ -189,9 +189,11 @@ struct LocalRig {
   Journal journal{JournalLimits{}, null_log("journal")};
   std::unique_ptr<Replicator> repl;
 
-  explicit LocalRig(std::uint64_t in_place_min = 1 << 20) {
+  explicit LocalRig(std::uint64_t in_place_min = 1 << 20,
+                    std::chrono::milliseconds delay = std::chrono::milliseconds(2)) {
     ReplicatorOptions opt;
     opt.in_place_min = in_place_min;
+    opt.delay = delay;
     Result<TargetSpec> spec = parse_target(dst.path());
     EXPECT_TRUE(spec.has_value());
     repl = std::make_unique<Replicator>(journal, *spec, root, opt, null_log("repl"));
@@ -250,7 +252,10 @@ TEST(ReplicatorLocal, ShipsATreeByteForByte) {
 }
 
 TEST(ReplicatorLocal, LargeFileRewriteGoesThroughDelta) {
-  LocalRig r(64 << 10);
+  // A batching window longer than the save below takes, so the temp's
+  // creation and its rename reach the same batch (with the default 2 ms a
+  // slow machine shipped f.tmp whole before the rename was recorded).
+  LocalRig r(64 << 10, 500ms);
   std::string data(1 << 20, 'q');
   write_file(r.src.sub("f"), data);
   r.rec(ch(ChangeKind::Created, "f"));
