@@ -19,6 +19,7 @@
 #include "tests/support/mount_guard.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/replication.hpp"
+#include "tests/support/scenario.hpp"
 #include "tests/support/sshd_server.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/tree_compare.hpp"
@@ -28,21 +29,6 @@ namespace mirrorfs::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-std::vector<std::string> ssh_target(const SshdServer& sshd, const std::string& rep) {
-  return {"target=" + sshd.url(rep), "ssh=" + sshd.ssh_command(),
-          std::string("agent=") + MIRRORFS_BIN};
-}
-
-void expect_level(const std::string& src, const std::string& rep, const std::string& mnt,
-                  std::chrono::milliseconds timeout = 90s) {
-  std::string why;
-  ASSERT_TRUE(wait_drained(mnt, timeout, &why)) << why;
-  CompareOptions o;
-  o.holes = true;
-  const auto diffs = compare_trees(src, rep, o);
-  EXPECT_TRUE(diffs.empty()) << diffs.size() << " differences:\n" << join_lines(diffs);
-}
 
 // Children of `parent` whose command name is `comm` (from /proc/PID/stat).
 std::vector<pid_t> children_named(pid_t parent, const std::string& comm) {
@@ -173,18 +159,6 @@ TEST(Faults, TargetFilesystemFull) {
 
 namespace mirrorfs::test {
 namespace {
-
-std::string pattern(std::size_t size, std::uint32_t salt) {
-  std::string data(size, '\0');
-  std::uint64_t x = 0x9e3779b97f4a7c15ull ^ salt;
-  for (auto& c : data) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    c = static_cast<char>(x);
-  }
-  return data;
-}
 
 // The source filesystem fills up: writes through the mount fail with ENOSPC
 // as on the backing filesystem, the daemon stays up, and once space is freed

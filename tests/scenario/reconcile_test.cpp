@@ -21,6 +21,7 @@
 #include "tests/support/mount_guard.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/replication.hpp"
+#include "tests/support/scenario.hpp"
 #include "tests/support/sshd_server.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/tree_compare.hpp"
@@ -31,36 +32,10 @@ namespace {
 
 using namespace std::chrono_literals;
 
-CompareOptions exact() {
-  CompareOptions o;
-  o.holes = true;
-  return o;
-}
-
-void expect_level(const std::string& src, const std::string& rep, const std::string& mnt,
-                  CompareOptions opt = exact()) {
-  std::string why;
-  ASSERT_TRUE(wait_drained(mnt, 90s, &why)) << why;
-  const auto diffs = compare_trees(src, rep, opt);
-  EXPECT_TRUE(diffs.empty()) << diffs.size() << " differences:\n" << join_lines(diffs);
-}
-
 void put(const std::string& path, const std::string& data) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f << data;
   ASSERT_TRUE(f.good()) << path;
-}
-
-std::string pattern(std::size_t size, std::uint32_t salt) {
-  std::string data(size, '\0');
-  std::uint64_t x = 0x9e3779b97f4a7c15ull ^ salt;
-  for (auto& c : data) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    c = static_cast<char>(x);
-  }
-  return data;
 }
 
 bool exists(const std::string& path) {
@@ -318,8 +293,7 @@ TEST(Reconcile, KillDashNineMidWorkloadConvergesOverSsh) {
   SshdServer sshd;
   ASSERT_TRUE(sshd.ok()) << sshd.error();
   crash_and_recover(seed(), [&](const std::string& rep) {
-    return std::vector<std::string>{"target=" + sshd.url(rep), "ssh=" + sshd.ssh_command(),
-                                    std::string("agent=") + MIRRORFS_BIN};
+    return ssh_target(sshd, rep);
   });
 }
 
@@ -335,48 +309,6 @@ TEST(Reconcile, UnwritableStateDirMountsNothing) {
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
   auto s = run_command({MIRRORFS_BIN, "status", mnt});
   EXPECT_EQ(WEXITSTATUS(s.status), 2) << "something is mounted: " << s.output;
-}
-
-// Not part of the suite (run with --gtest_also_run_disabled_tests): the
-// startup reconcile against `rsync -a --delete` over the same ssh target,
-// cold and with nothing changed. MIRRORFS_BENCH_FILES sets the tree size.
-TEST(Reconcile, DISABLED_BenchAgainstRsyncOverSsh) {
-  SshdServer sshd;
-  ASSERT_TRUE(sshd.ok()) << sshd.error();
-  const char* env = std::getenv("MIRRORFS_BENCH_FILES");
-  const int files = env != nullptr ? std::atoi(env) : 20000;
-  TempDir t;
-  const std::string src = t.mkdir("src"), mnt = t.mkdir("mnt"), rep = t.mkdir("rep"), rs = t.mkdir("rs");
-  for (int d = 0; d < files / 20; ++d) {
-    const std::string dir = src + "/d" + std::to_string(d / 100) + "/e" + std::to_string(d);
-    ASSERT_TRUE(run_command({"mkdir", "-p", dir}).ok());
-    for (int f = 0; f < 20; ++f)
-      put(dir + "/f" + std::to_string(f), pattern(static_cast<std::size_t>(d * 7 + f * 131) % 8000, static_cast<std::uint32_t>(d * 20 + f)));
-  }
-  const std::vector<std::string> opts = {"target=" + sshd.url(rep), "ssh=" + sshd.ssh_command(),
-                                         std::string("agent=") + MIRRORFS_BIN, "state_dir=" + t.sub("state")};
-  auto timed_mount = [&](const char* what) {
-    const auto t0 = std::chrono::steady_clock::now();
-    MountGuard m(src, mnt, {.options = opts});
-    ASSERT_TRUE(m.ok()) << m.error();
-    std::string why;
-    ASSERT_TRUE(wait_drained(mnt, 600s, &why)) << why;
-    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("mirrorfs %s: %.2f s to drained (reconcile %.2f s, %.0f bytes sent)\n", what, wall,
-                status_number(mnt, "initial_seconds"), status_number(mnt, "bytes_sent"));
-  };
-  auto timed_rsync = [&](const char* what) {
-    const auto t0 = std::chrono::steady_clock::now();
-    auto r = run_command({"rsync", "-a", "--delete", "-e", sshd.ssh_command(), src + "/",
-                          "root@127.0.0.1:" + rs + "/"}, 600s);
-    ASSERT_TRUE(r.ok()) << r.output;
-    std::printf("rsync -a --delete %s: %.2f s\n", what,
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  };
-  timed_mount("cold");
-  timed_mount("unchanged");
-  timed_rsync("cold");
-  timed_rsync("unchanged");
 }
 
 }  // namespace

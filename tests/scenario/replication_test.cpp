@@ -10,6 +10,7 @@
 #include "tests/support/mount_guard.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/replication.hpp"
+#include "tests/support/scenario.hpp"
 #include "tests/support/sshd_server.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/tree_compare.hpp"
@@ -19,27 +20,6 @@ namespace mirrorfs::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-// Mount options for an ssh target served by sshd, with this build's agent.
-std::vector<std::string> ssh_target(const SshdServer& sshd, const std::string& rep) {
-  return {"target=" + sshd.url(rep), "ssh=" + sshd.ssh_command(),
-          std::string("agent=") + MIRRORFS_BIN};
-}
-
-CompareOptions exact() {
-  CompareOptions o;
-  o.holes = true;
-  return o;
-}
-
-// The target's staged temp files are not part of the replica.
-void expect_level(const std::string& src, const std::string& rep, const std::string& mnt,
-                  CompareOptions opt = exact()) {
-  std::string why;
-  ASSERT_TRUE(wait_drained(mnt, 60s, &why)) << why;
-  const auto diffs = compare_trees(src, rep, opt);
-  EXPECT_TRUE(diffs.empty()) << diffs.size() << " differences:\n" << join_lines(diffs);
-}
 
 TEST(Replication, ScriptedWorkloadToLocalTarget) {
   TempDir t;
@@ -114,12 +94,7 @@ TEST(Replication, RandomConcurrentWorkloadOverSsh) {
 }
 
 void write_random(const std::string& path, std::size_t size, std::uint32_t salt) {
-  std::string data(size, '\0');
-  std::uint64_t x = 0x9e3779b97f4a7c15ull ^ salt;
-  for (auto& c : data) {
-    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-    c = static_cast<char>(x);
-  }
+  const std::string data = pattern(size, salt);
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   ASSERT_GE(fd, 0) << path;
   ASSERT_EQ(::write(fd, data.data(), data.size()), static_cast<ssize_t>(size));
