@@ -30,7 +30,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Children of `parent` whose command name is `comm` (from /proc/PID/stat).
+// Live children of `parent` whose command name is `comm` (/proc/PID/stat).
 std::vector<pid_t> children_named(pid_t parent, const std::string& comm) {
   std::vector<pid_t> out;
   DIR* d = ::opendir("/proc");
@@ -43,7 +43,8 @@ std::vector<pid_t> children_named(pid_t parent, const std::string& comm) {
     if (open == std::string::npos || close == std::string::npos || close + 4 > stat.size()) continue;
     const std::string name = stat.substr(open + 1, close - open - 1);
     const pid_t ppid = static_cast<pid_t>(std::atoi(stat.c_str() + close + 4));
-    if (ppid == parent && name == comm) out.push_back(pid);
+    const bool zombie = stat[close + 2] == 'Z';  // killed already, not reaped yet
+    if (ppid == parent && name == comm && !zombie) out.push_back(pid);
   }
   ::closedir(d);
   return out;
@@ -64,24 +65,33 @@ TEST(Faults, SshSessionKilledMidWorkload) {
   const std::string src = t.mkdir("src"), mnt = t.mkdir("mnt"), rep = t.mkdir("rep");
   MountGuard m(src, mnt, {.options = ssh_target(sshd, rep), .fail_on_error_log = false});
   ASSERT_TRUE(m.ok()) << m.error();
-  std::atomic<bool> done{false};
-  std::thread writer([&] {
-    run_random_workload(mnt, {.seed = s, .threads = 3, .ops_per_thread = 600});
-    done = true;
+  std::string why;
+  ASSERT_TRUE(wait_drained(mnt, 60s, &why)) << why;  // connected: the kills hit live sessions
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {  // writes go on until both kills are done
+    for (std::uint64_t round = 0; !stop; ++round)
+      run_random_workload(mnt, {.seed = s + round, .threads = 3, .ops_per_thread = 100});
   });
   int kills = 0;
-  for (int i = 0; i < 200 && kills < 2 && !done; ++i) {
+  for (int i = 0; i < 400 && kills < 2; ++i) {
     std::this_thread::sleep_for(50ms);
+    const auto st = read_status(mnt);
+    if (st.size() != 1 || !st[0].connected) continue;  // wait for the reconnect first
     for (pid_t p : children_named(m.pid(), "ssh")) {
       ::kill(p, SIGKILL);
       ++kills;
-      std::this_thread::sleep_for(300ms);
     }
   }
+  stop = true;
   writer.join();
-  EXPECT_GE(kills, 1) << "no ssh child of the daemon was found to kill";
+  EXPECT_EQ(kills, 2) << "no ssh child of the daemon was found to kill";
   expect_level(src, rep, mnt);
-  EXPECT_TRUE(log_has(m, "reconnecting") || log_has(m, "connect")) << m.log();
+  // One "connected to" line per session: the first, then one per kill.
+  const std::string log = m.log();
+  std::size_t sessions = 0;
+  for (auto at = log.find("connected to"); at != std::string::npos; at = log.find("connected to", at + 1))
+    ++sessions;
+  EXPECT_GE(sessions, 1u + static_cast<std::size_t>(kills)) << log;
 }
 
 // sshd goes away (listener and sessions) for several seconds while writes go
